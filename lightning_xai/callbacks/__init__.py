@@ -1,0 +1,5 @@
+"""Lightning callbacks: thin orchestrators over :mod:`lightning_xai.functional`."""
+
+from .attribution import AttributionMonitor
+
+__all__ = ["AttributionMonitor"]

@@ -1,0 +1,734 @@
+"""Attribution methods in pure torch.
+
+Every method has the signature ``f(model, inputs, target=None, **options) -> Tensor`` and returns a
+tensor shaped like ``inputs`` (``grad_cam(..., upsample=False)`` returns the layer-resolution map).
+Gradients are taken with respect to the inputs only: parameters are frozen while a method runs and
+no parameter ``.grad`` is written. The model is explained in eval mode and every flag it had is
+restored afterwards (see :func:`lightning_xai.functional.explaining`).
+
+The numbers follow Captum's definitions, so a map computed here equals Captum's on the same model
+and inputs (the test suite checks this):
+
+- ``saliency``: ``|d f_t / d x|`` (Captum's ``Saliency`` with ``abs=True``);
+- ``input_x_gradient``: ``x * d f_t / d x``;
+- ``integrated_gradients``: Captum's integration rules and convergence delta;
+- ``smoothgrad``: mean ``|gradient|`` over noisy copies (Captum's ``NoiseTunnel(Saliency)``);
+- ``grad_cam``: Captum's ``LayerGradCam`` with ``relu_attributions=True``, optionally upsampled;
+- ``occlusion``: Captum's ``Occlusion`` (output drop averaged over the windows covering a feature).
+
+``chunk_size`` bounds how many rows go through one forward+backward pass; the default is the number
+of probe samples, so an attribution pass costs about as much memory as a training step on a batch
+of that size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from ._guard import explaining
+
+__all__ = [
+    "METHODS",
+    "GRADIENT_PASS_METHODS",
+    "attribute",
+    "attribute_many",
+    "saliency",
+    "input_x_gradient",
+    "integrated_gradients",
+    "smoothgrad",
+    "grad_cam",
+    "occlusion",
+    "resolve_layer",
+    "conv_layer_names",
+    "ig_rule",
+    "count_passes",
+]
+
+TargetLike = Union[None, int, Sequence[int], Tensor]
+
+#: Method names accepted everywhere a method is named by a string.
+METHODS: Tuple[str, ...] = (
+    "saliency",
+    "input_x_gradient",
+    "integrated_gradients",
+    "smoothgrad",
+    "grad_cam",
+    "occlusion",
+)
+#: Methods that need only the one forward+backward pass over the inputs; asked together they share it.
+GRADIENT_PASS_METHODS: Tuple[str, ...] = ("saliency", "input_x_gradient", "grad_cam")
+
+IG_RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
+
+_CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+# ----------------------------------------------------------------------------------------------
+# pass counting (used by tests and benchmarks to check that work is shared, never by the maths)
+# ----------------------------------------------------------------------------------------------
+class _PassCounter:
+    def __init__(self) -> None:
+        self.forward_rows = 0
+        self.backward_rows = 0
+        self.forward_calls = 0
+        self.backward_calls = 0
+
+
+_COUNTERS: List[_PassCounter] = []
+
+
+class count_passes:
+    """Context manager that counts the forward and backward passes the methods here make.
+
+    Example:
+        >>> import torch
+        >>> from lightning_xai import functional as F
+        >>> net = torch.nn.Linear(4, 3)
+        >>> with F.count_passes() as c:
+        ...     _ = F.attribute_many(net, torch.randn(5, 4), 0, ["saliency", "input_x_gradient"])
+        >>> c.forward_calls, c.backward_calls
+        (1, 1)
+    """
+
+    def __enter__(self) -> _PassCounter:
+        self._c = _PassCounter()
+        _COUNTERS.append(self._c)
+        return self._c
+
+    def __exit__(self, *exc: object) -> None:
+        _COUNTERS.remove(self._c)
+
+
+def _note(kind: str, rows: int) -> None:
+    for c in _COUNTERS:
+        setattr(c, f"{kind}_calls", getattr(c, f"{kind}_calls") + 1)
+        setattr(c, f"{kind}_rows", getattr(c, f"{kind}_rows") + rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+def _check_inputs(inputs: Tensor) -> None:
+    if not isinstance(inputs, Tensor):
+        raise TypeError(f"inputs must be a torch.Tensor of shape (N, ...), got {type(inputs).__name__}")
+    if inputs.dim() < 2:
+        raise ValueError(
+            f"inputs must have a batch dimension, shape (N, ...); got shape {tuple(inputs.shape)}. "
+            "Use inputs.unsqueeze(0) for a single sample."
+        )
+    if not inputs.is_floating_point():
+        raise TypeError(
+            f"attributions need floating-point inputs, got dtype {inputs.dtype}; "
+            "convert with inputs.float()"
+        )
+
+
+def _target_index(target: TargetLike, n: int, device: torch.device) -> Optional[Tensor]:
+    if target is None:
+        return None
+    if isinstance(target, bool):
+        raise TypeError("target must be an int class index or a tensor of class indices, not bool")
+    if isinstance(target, int):
+        return torch.full((n,), target, dtype=torch.long, device=device)
+    t = torch.as_tensor(target, device=device)
+    if t.is_floating_point():
+        raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}")
+    t = t.long().reshape(-1)
+    if t.numel() == 1:
+        return t.expand(n).contiguous()
+    if t.numel() != n:
+        raise ValueError(f"target has {t.numel()} entries but inputs have {n} samples")
+    return t
+
+
+def _select_output(out: Tensor, target: Optional[Tensor]) -> Tensor:
+    """The scalar per row that is explained: the target logit, or a single output."""
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if out.dim() == 1:
+        return out
+    if out.dim() != 2:
+        raise ValueError(
+            f"the model returned outputs of shape {tuple(out.shape)}; attributions need (N,) or "
+            "(N, classes). Wrap the model so that it returns one score per class."
+        )
+    if target is None:
+        if out.shape[1] == 1:
+            return out[:, 0]
+        raise ValueError(
+            f"the model returns {out.shape[1]} outputs per sample: pass target=<class index or "
+            "tensor of indices> to say which one to explain"
+        )
+    if int(target.max()) >= out.shape[1] or int(target.min()) < 0:
+        raise ValueError(
+            f"target class {int(target.max()) if int(target.max()) >= out.shape[1] else int(target.min())} "
+            f"is out of range: the model returns {out.shape[1]} classes (valid indices 0..{out.shape[1] - 1})"
+        )
+    return out.gather(1, target.view(-1, 1)).squeeze(1)
+
+
+def _chunks(total: int, chunk: int) -> Iterable[Tuple[int, int]]:
+    for start in range(0, total, chunk):
+        yield start, min(total, start + chunk)
+
+
+def _chunk_size(chunk_size: Optional[int], n: int) -> int:
+    if chunk_size is None:
+        return max(1, n)
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    return chunk_size
+
+
+def conv_layer_names(model: nn.Module) -> List[str]:
+    """Dotted names of the convolutional layers of ``model``, in registration order."""
+    return [name for name, m in model.named_modules() if isinstance(m, _CONV_TYPES)]
+
+
+def resolve_layer(model: nn.Module, layer: Union[None, str, nn.Module]) -> Tuple[str, nn.Module]:
+    """Find the layer Grad-CAM explains: a dotted name, a module of ``model``, or the last conv layer.
+
+    Raises a ``ValueError`` listing the candidate layers when the name is unknown, and one naming
+    the fix when the model has no convolutional layer.
+    """
+    modules = dict(model.named_modules())
+    convs = conv_layer_names(model)
+    if layer is None:
+        if not convs:
+            raise ValueError(
+                f"grad_cam needs a convolutional layer but {type(model).__name__} has none. "
+                "Pass layer=<dotted name> of a module whose output is (N, channels, *spatial), "
+                "or use a method that works on any model (saliency, input_x_gradient, "
+                "integrated_gradients, smoothgrad, occlusion)."
+            )
+        return convs[-1], modules[convs[-1]]
+    if isinstance(layer, str):
+        if layer not in modules or layer == "":
+            candidates = convs or [n for n in modules if n]
+            raise ValueError(
+                f"grad_cam layer {layer!r} not found in {type(model).__name__}. "
+                f"Candidate layers: {', '.join(candidates)}"
+            )
+        return layer, modules[layer]
+    if isinstance(layer, nn.Module):
+        for name, m in modules.items():
+            if m is layer:
+                return name, m
+        raise ValueError(
+            f"the grad_cam layer module {type(layer).__name__} is not part of {type(model).__name__}; "
+            f"candidate layers: {', '.join(convs)}"
+        )
+    raise TypeError(f"layer must be None, a dotted name or an nn.Module, got {type(layer).__name__}")
+
+
+class _Capture:
+    """Forward hook that keeps a layer's output on the autograd path, safe against in-place ops."""
+
+    def __init__(self) -> None:
+        self.activation: Optional[Tensor] = None
+
+    def __call__(self, module: nn.Module, args: object, output: Tensor) -> Tensor:
+        if not isinstance(output, Tensor):
+            raise ValueError(
+                f"grad_cam layer {type(module).__name__} returns {type(output).__name__}; "
+                "pick a layer that returns one tensor"
+            )
+        self.activation = output
+        # Downstream in-place ops (ReLU(inplace=True)) then modify the copy, not the activation.
+        return output.clone()
+
+
+def _gradient_pass(
+    model: nn.Module,
+    inputs: Tensor,
+    target: Optional[Tensor],
+    layer: Optional[nn.Module] = None,
+    create_input_grad: bool = True,
+) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], Tensor]:
+    """One forward+backward pass: input gradient, layer activation and its gradient, selected outputs."""
+    # the input always joins the graph (parameters are frozen); its gradient is only asked for when needed
+    x = inputs.detach().clone().requires_grad_(True)
+    capture = _Capture() if layer is not None else None
+    handle = layer.register_forward_hook(capture) if layer is not None else None
+    try:
+        out = _select_output(model(x), target)
+        _note("forward", x.shape[0])
+        wrt: List[Tensor] = []
+        if create_input_grad:
+            wrt.append(x)
+        if capture is not None:
+            if capture.activation is None:
+                raise ValueError("the grad_cam layer was not called during the model's forward pass")
+            wrt.append(capture.activation)
+        grads = torch.autograd.grad(out.sum(), wrt, allow_unused=True)
+        _note("backward", x.shape[0])
+    finally:
+        if handle is not None:
+            handle.remove()
+    grads = [g if g is not None else torch.zeros_like(w) for g, w in zip(grads, wrt)]
+    gx = grads[0] if create_input_grad else None
+    act = capture.activation.detach() if capture is not None else None
+    gact = grads[-1] if capture is not None else None
+    return gx, act, gact, out.detach()
+
+
+def _cam(act: Tensor, gact: Tensor, relu: bool) -> Tensor:
+    weights = gact.mean(dim=tuple(range(2, gact.dim())), keepdim=True)
+    cam = (weights * act).sum(dim=1, keepdim=True)
+    return torch.relu(cam) if relu else cam
+
+
+def _upsample(cam: Tensor, inputs: Tensor) -> Tensor:
+    spatial = inputs.shape[2:]
+    if cam.dim() != inputs.dim() or len(spatial) not in (1, 2, 3):
+        raise ValueError(
+            f"cannot upsample a Grad-CAM map of shape {tuple(cam.shape)} to inputs of shape "
+            f"{tuple(inputs.shape)}; pass upsample=False"
+        )
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)]
+    up = torch.nn.functional.interpolate(cam, size=tuple(spatial), mode=mode, align_corners=False)
+    return up.expand_as(inputs).contiguous()
+
+
+# ----------------------------------------------------------------------------------------------
+# one-pass gradient methods
+# ----------------------------------------------------------------------------------------------
+def attribute_many(
+    model: nn.Module,
+    inputs: Tensor,
+    target: TargetLike = None,
+    methods: Sequence[str] = GRADIENT_PASS_METHODS,
+    *,
+    layer: Union[None, str, nn.Module] = None,
+    upsample: bool = True,
+    chunk_size: Optional[int] = None,
+) -> Dict[str, Tensor]:
+    """Saliency, input x gradient and Grad-CAM from ONE shared forward+backward pass.
+
+    Args:
+        model: the model to explain.
+        inputs: ``(N, ...)`` floating-point inputs.
+        target: class index (int) or ``(N,)`` tensor of indices; ``None`` for single-output models.
+        methods: any of ``"saliency"``, ``"input_x_gradient"``, ``"grad_cam"``.
+        layer: Grad-CAM layer (dotted name or module); default the last conv layer.
+        upsample: upsample Grad-CAM to the input shape.
+        chunk_size: rows per pass (default: all of ``inputs`` at once).
+
+    Returns:
+        ``{method: attribution}``.
+
+    Example:
+        >>> import torch
+        >>> from lightning_xai import functional as F
+        >>> net = torch.nn.Linear(3, 2, bias=False)
+        >>> _ = net.weight.data.copy_(torch.tensor([[1., -2., 3.], [0., 0., 0.]]))
+        >>> maps = F.attribute_many(net, torch.ones(1, 3), 0, ["saliency", "input_x_gradient"])
+        >>> maps["saliency"], maps["input_x_gradient"]
+        (tensor([[1., 2., 3.]]), tensor([[ 1., -2.,  3.]]))
+    """
+    _check_inputs(inputs)
+    unknown = [m for m in methods if m not in GRADIENT_PASS_METHODS]
+    if unknown:
+        raise ValueError(
+            f"attribute_many shares one pass among {', '.join(GRADIENT_PASS_METHODS)}; "
+            f"{', '.join(map(repr, unknown))} need their own passes: call attribute() for them"
+        )
+    n = inputs.shape[0]
+    chunk = _chunk_size(chunk_size, n)
+    want_cam = "grad_cam" in methods
+    want_input = "saliency" in methods or "input_x_gradient" in methods
+    with explaining(model):
+        layer_mod = resolve_layer(model, layer)[1] if want_cam else None
+        t = _target_index(target, n, inputs.device)
+        grads: List[Tensor] = []
+        cams: List[Tensor] = []
+        for s, e in _chunks(n, chunk):
+            gx, act, gact, _ = _gradient_pass(
+                model, inputs[s:e], None if t is None else t[s:e], layer_mod, create_input_grad=want_input
+            )
+            if gx is not None:
+                grads.append(gx)
+            if act is not None and gact is not None:
+                cams.append(_cam(act, gact, relu=True))
+        result: Dict[str, Tensor] = {}
+        if want_input:
+            g = torch.cat(grads)
+            if "saliency" in methods:
+                result["saliency"] = g.abs()
+            if "input_x_gradient" in methods:
+                result["input_x_gradient"] = inputs.detach().clone() * g
+        if want_cam:
+            cam = torch.cat(cams)
+            result["grad_cam"] = _upsample(cam, inputs) if upsample else cam
+    return {m: result[m] for m in methods}
+
+
+def saliency(
+    model: nn.Module, inputs: Tensor, target: TargetLike = None, *, chunk_size: Optional[int] = None
+) -> Tensor:
+    """Absolute input gradient of the target output (Captum's ``Saliency``, ``abs=True``).
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Linear(2, 2, bias=False)
+        >>> _ = net.weight.data.copy_(torch.tensor([[2., -1.], [0., 5.]]))
+        >>> saliency(net, torch.zeros(1, 2), target=0)
+        tensor([[2., 1.]])
+    """
+    return attribute_many(model, inputs, target, ["saliency"], chunk_size=chunk_size)["saliency"]
+
+
+def input_x_gradient(
+    model: nn.Module, inputs: Tensor, target: TargetLike = None, *, chunk_size: Optional[int] = None
+) -> Tensor:
+    """Input times the input gradient of the target output (Captum's ``InputXGradient``).
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Linear(2, 1, bias=False)
+        >>> _ = net.weight.data.copy_(torch.tensor([[2., -1.]]))
+        >>> input_x_gradient(net, torch.tensor([[3., 4.]]))
+        tensor([[ 6., -4.]])
+    """
+    return attribute_many(model, inputs, target, ["input_x_gradient"], chunk_size=chunk_size)[
+        "input_x_gradient"
+    ]
+
+
+def grad_cam(
+    model: nn.Module,
+    inputs: Tensor,
+    target: TargetLike = None,
+    *,
+    layer: Union[None, str, nn.Module] = None,
+    upsample: bool = True,
+    chunk_size: Optional[int] = None,
+) -> Tensor:
+    """Grad-CAM (Selvaraju et al. 2017) at ``layer`` (default: the last conv layer).
+
+    The map is ``relu(sum_k mean_spatial(dy/dA_k) * A_k)``. With ``upsample=False`` it has the layer's
+    resolution, ``(N, 1, *layer_spatial)``, equal to Captum's ``LayerGradCam(...,
+    relu_attributions=True)``; with ``upsample=True`` (default) it is interpolated (bilinear for
+    images) to the input's spatial size and broadcast over its channels.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.Flatten(),
+        ...                           torch.nn.Linear(2 * 4 * 4, 3))
+        >>> grad_cam(net, torch.randn(2, 1, 4, 4), target=1).shape
+        torch.Size([2, 1, 4, 4])
+        >>> grad_cam(net, torch.randn(2, 1, 4, 4), target=1, layer="0", upsample=False).shape
+        torch.Size([2, 1, 4, 4])
+    """
+    return attribute_many(
+        model, inputs, target, ["grad_cam"], layer=layer, upsample=upsample, chunk_size=chunk_size
+    )["grad_cam"]
+
+
+# ----------------------------------------------------------------------------------------------
+# integrated gradients
+# ----------------------------------------------------------------------------------------------
+def ig_rule(method: str, n_steps: int) -> Tuple[List[float], List[float]]:
+    """Step sizes and alphas of an integration rule, as Captum defines them.
+
+    ``riemann_trapezoid`` keeps Captum's weights (``1/n``, halved at both ends) so that results match.
+    """
+    if not isinstance(n_steps, int) or n_steps < 2:
+        raise ValueError(f"n_steps must be an int >= 2, got {n_steps!r}")
+    if method == "gausslegendre":
+        import numpy as np
+
+        x, w = np.polynomial.legendre.leggauss(n_steps)
+        return list(0.5 * w), list(0.5 * (x + 1))
+    if method not in IG_RULES:
+        raise ValueError(f"unknown integration method {method!r}; use one of {', '.join(IG_RULES)}")
+    steps = [1.0 / n_steps] * n_steps
+    if method == "riemann_trapezoid":
+        steps[0] /= 2
+        steps[-1] /= 2
+        alphas = torch.linspace(0, 1, n_steps)
+    elif method == "riemann_left":
+        alphas = torch.linspace(0, 1 - 1 / n_steps, n_steps)
+    elif method == "riemann_middle":
+        alphas = torch.linspace(1 / (2 * n_steps), 1 - 1 / (2 * n_steps), n_steps)
+    else:
+        alphas = torch.linspace(1 / n_steps, 1, n_steps)
+    return steps, alphas.tolist()
+
+
+def _baseline(baseline: Union[None, float, Tensor], inputs: Tensor) -> Tensor:
+    if baseline is None:
+        return torch.zeros_like(inputs)
+    if isinstance(baseline, (int, float)):
+        return torch.full_like(inputs, float(baseline))
+    b = torch.as_tensor(baseline, dtype=inputs.dtype, device=inputs.device)
+    try:
+        return torch.broadcast_to(b, inputs.shape).detach()
+    except RuntimeError:
+        raise ValueError(
+            f"baseline of shape {tuple(b.shape)} does not broadcast to inputs of shape "
+            f"{tuple(inputs.shape)}; pass a scalar, one sample's shape or the inputs' shape"
+        ) from None
+
+
+def _forward_selected(model: nn.Module, x: Tensor, target: Optional[Tensor], chunk: int) -> Tensor:
+    outs = []
+    with torch.no_grad():
+        for s, e in _chunks(x.shape[0], chunk):
+            outs.append(_select_output(model(x[s:e]), None if target is None else target[s:e]))
+            _note("forward", e - s)
+    return torch.cat(outs)
+
+
+def integrated_gradients(
+    model: nn.Module,
+    inputs: Tensor,
+    target: TargetLike = None,
+    *,
+    baseline: Union[None, float, Tensor] = None,
+    n_steps: int = 32,
+    method: str = "gausslegendre",
+    chunk_size: Optional[int] = None,
+    return_convergence_delta: bool = False,
+) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    """Integrated gradients (Sundararajan et al. 2017) with Captum's integration rules.
+
+    ``attr = (x - baseline) * sum_i w_i * grad f_t(baseline + a_i (x - baseline))``.
+
+    Args:
+        baseline: ``None`` (zeros), a scalar, or a tensor broadcastable to ``inputs``.
+        n_steps: number of points on the path (forward+backward rows: ``n_steps * N``).
+        method: ``"gausslegendre"`` (default, as Captum) or ``"riemann_left|right|middle|trapezoid"``.
+        chunk_size: rows per forward+backward pass (default: ``N``).
+        return_convergence_delta: also return the per-sample completeness error
+            ``sum(attr) - (f_t(x) - f_t(baseline))`` (Captum's convergence delta).
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Linear(2, 1, bias=False)
+        >>> _ = net.weight.data.copy_(torch.tensor([[2., -1.]]))
+        >>> attr, delta = integrated_gradients(net, torch.tensor([[3., 4.]]),
+        ...                                    return_convergence_delta=True)
+        >>> attr.round(decimals=4), delta.abs() < 1e-5
+        (tensor([[ 6., -4.]]), tensor([True]))
+    """
+    _check_inputs(inputs)
+    steps, alphas = ig_rule(method, n_steps)
+    n = inputs.shape[0]
+    chunk = _chunk_size(chunk_size, n)
+    with explaining(model):
+        x = inputs.detach().clone()  # a normal tensor even when called under inference mode
+        base = _baseline(baseline, x)
+        diff = x - base
+        total = torch.zeros_like(x)
+        rows = n * len(alphas)
+        alpha_t = torch.tensor(alphas, dtype=x.dtype, device=x.device)
+        step_t = torch.tensor(steps, dtype=x.dtype, device=x.device)
+        view = (-1,) + (1,) * (x.dim() - 1)
+        t = _target_index(target, n, x.device)
+        for s, e in _chunks(rows, chunk):
+            idx = torch.arange(s, e, device=x.device)
+            k, i = idx // n, idx % n
+            path = base[i] + alpha_t[k].view(view) * diff[i]
+            gx, _, _, _ = _gradient_pass(model, path, None if t is None else t[i])
+            assert gx is not None
+            total.index_add_(0, i, gx * step_t[k].view(view))
+        attr = diff * total
+        if not return_convergence_delta:
+            return attr
+        tt = None if t is None else torch.cat([t, t])
+        f = _forward_selected(model, torch.cat([x, base]), tt, chunk)
+        delta = attr.reshape(n, -1).sum(1) - (f[:n] - f[n:])
+    return attr, delta
+
+
+# ----------------------------------------------------------------------------------------------
+# smoothgrad
+# ----------------------------------------------------------------------------------------------
+def smoothgrad(
+    model: nn.Module,
+    inputs: Tensor,
+    target: TargetLike = None,
+    *,
+    n_samples: int = 16,
+    noise: float = 0.15,
+    seed: int = 0,
+    generator: Optional[torch.Generator] = None,
+    chunk_size: Optional[int] = None,
+) -> Tensor:
+    """SmoothGrad (Smilkov et al. 2017): mean ``|gradient|`` over ``n_samples`` noisy copies.
+
+    Noise is Gaussian with standard deviation ``noise`` in input units (Captum's ``stdevs``), drawn
+    from a private ``torch.Generator`` seeded with ``seed`` (or the ``generator`` you pass): the
+    global RNG stream is never consumed, and the same seed gives the same map.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Linear(2, 1, bias=False)
+        >>> _ = net.weight.data.copy_(torch.tensor([[2., -1.]]))
+        >>> smoothgrad(net, torch.zeros(3, 2), n_samples=4)   # a linear model's gradient is constant
+        tensor([[2., 1.],
+                [2., 1.],
+                [2., 1.]])
+    """
+    _check_inputs(inputs)
+    if not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
+    if not noise >= 0:
+        raise ValueError(f"noise must be a standard deviation >= 0, got {noise!r}")
+    n = inputs.shape[0]
+    chunk = _chunk_size(chunk_size, n)
+    with explaining(model):
+        x = inputs.detach().clone()
+        if generator is None:
+            generator = torch.Generator(device=x.device)
+            generator.manual_seed(seed)
+        # Same layout and draw order as Captum's NoiseTunnel: sample-major repeat, one normal draw.
+        shape = (n * n_samples,) + tuple(x.shape[1:])
+        std = torch.full(shape, float(noise), dtype=x.dtype, device=x.device)
+        noisy = x.repeat_interleave(n_samples, dim=0) + torch.normal(0.0, std, generator=generator)
+        total = torch.zeros_like(x)
+        t = _target_index(target, n, x.device)
+        for s, e in _chunks(noisy.shape[0], chunk):
+            i = torch.arange(s, e, device=x.device) // n_samples
+            gx, _, _, _ = _gradient_pass(model, noisy[s:e], None if t is None else t[i])
+            assert gx is not None
+            total.index_add_(0, i, gx.abs())
+    return total / n_samples
+
+
+# ----------------------------------------------------------------------------------------------
+# occlusion
+# ----------------------------------------------------------------------------------------------
+def _window(window: Union[None, int, Sequence[int]], shape: Sequence[int], name: str) -> Tuple[int, ...]:
+    """Normalise a window/stride to one int per non-batch dimension."""
+    dims = len(shape)
+    if window is None:
+        if dims == 1:
+            return (1,)
+        # channels whole, each spatial dim cut in about 8 parts
+        return (shape[0],) + tuple(max(1, d // 8) for d in shape[1:])
+    if isinstance(window, int):
+        if dims == 1:
+            return (window,)
+        return (shape[0],) + (window,) * (dims - 1)
+    w = tuple(int(v) for v in window)
+    if len(w) == dims - 1 and dims > 1:
+        w = (shape[0],) + w
+    if len(w) != dims:
+        raise ValueError(
+            f"occlusion {name} {tuple(window)} does not fit inputs with per-sample shape {tuple(shape)}: "
+            f"give {dims} sizes (or {dims - 1} spatial ones)"
+        )
+    return w
+
+
+def occlusion(
+    model: nn.Module,
+    inputs: Tensor,
+    target: TargetLike = None,
+    *,
+    window: Union[None, int, Sequence[int]] = None,
+    stride: Union[None, int, Sequence[int]] = None,
+    baseline: Union[float, Tensor] = 0.0,
+    chunk_size: Optional[int] = None,
+) -> Tensor:
+    """Occlusion (Zeiler & Fergus 2014), as Captum's ``Occlusion``.
+
+    A window slides over each sample (``stride`` apart, the last one clipped at the edge); each
+    position is replaced by ``baseline`` and the drop of the target output ``f(x) - f(x_occluded)``
+    is credited to every feature in the window; a feature's attribution is the mean over the
+    windows that cover it.
+
+    Args:
+        window: one size per non-batch dimension, the spatial sizes only (channels whole), or an int
+            for every spatial dimension. Default: whole channels x 1/8 of each spatial size; 1 for
+            tabular inputs.
+        stride: as ``window``; default equal to ``window``.
+        baseline: value (or tensor broadcastable to the inputs) put in the occluded window.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Linear(3, 1, bias=False)
+        >>> _ = net.weight.data.copy_(torch.tensor([[1., -2., 3.]]))
+        >>> occlusion(net, torch.ones(1, 3))   # linear model: occluding feature i drops w_i * x_i
+        tensor([[ 1., -2.,  3.]])
+    """
+    _check_inputs(inputs)
+    n = inputs.shape[0]
+    shape = tuple(inputs.shape[1:])
+    win = _window(window, shape, "window")
+    strd = _window(stride, shape, "stride") if stride is not None else win
+    for d, w, s in zip(shape, win, strd):
+        if w < 1 or s < 1 or w > d:
+            raise ValueError(
+                f"occlusion window {win} with stride {strd} does not fit per-sample shape {shape}: "
+                "each size must be between 1 and the input size"
+            )
+    counts = [math.ceil((d - w) / s) + 1 for d, w, s in zip(shape, win, strd)]
+    positions = torch.cartesian_prod(*[torch.arange(c) for c in counts]).reshape(-1, len(shape))
+    masks = torch.zeros((positions.shape[0],) + shape, dtype=torch.bool)
+    for p, pos in enumerate(positions.tolist()):
+        sl = tuple(slice(q * s, min(q * s + w, d)) for q, s, w, d in zip(pos, strd, win, shape))
+        masks[(p,) + sl] = True
+    chunk = _chunk_size(chunk_size, n)
+    with explaining(model), torch.no_grad():
+        x = inputs.detach().clone()
+        masks = masks.to(x.device)
+        base = _baseline(baseline, x)
+        total = torch.zeros_like(x)
+        cover = masks.sum(0).to(x.dtype)
+        t = _target_index(target, n, x.device)
+        f0 = _forward_selected(model, x, t, chunk)
+        rows = positions.shape[0] * n
+        for s, e in _chunks(rows, chunk):
+            idx = torch.arange(s, e, device=x.device)
+            p, i = idx // n, idx % n
+            m = masks[p]
+            occluded = torch.where(m, base[i], x[i])
+            f = _select_output(model(occluded), None if t is None else t[i])
+            _note("forward", e - s)
+            drop = (f0[i] - f).view((-1,) + (1,) * len(shape))
+            total.index_add_(0, i, drop * m.to(x.dtype))
+    return total / cover
+
+
+# ----------------------------------------------------------------------------------------------
+# dispatch
+# ----------------------------------------------------------------------------------------------
+_SINGLE: Dict[str, Callable[..., Tensor]] = {
+    "saliency": saliency,
+    "input_x_gradient": input_x_gradient,
+    "integrated_gradients": integrated_gradients,
+    "smoothgrad": smoothgrad,
+    "grad_cam": grad_cam,
+    "occlusion": occlusion,
+}
+
+
+def check_method(name: str) -> str:
+    """Return ``name`` if it is a known method, else raise a ``ValueError`` listing the known ones."""
+    if not isinstance(name, str) or name not in _SINGLE:
+        raise ValueError(f"unknown attribution method {name!r}; known methods: {', '.join(METHODS)}")
+    return name
+
+
+def attribute(model: nn.Module, inputs: Tensor, target: TargetLike = None, method: str = "saliency", **options: object) -> Tensor:
+    """Compute one attribution method by name: ``attribute(model, x, 3, "integrated_gradients", n_steps=64)``.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Linear(2, 1, bias=False)
+        >>> _ = net.weight.data.copy_(torch.tensor([[2., -1.]]))
+        >>> attribute(net, torch.tensor([[1., 1.]]), method="saliency")
+        tensor([[2., 1.]])
+    """
+    fn = _SINGLE[check_method(method)]
+    result = fn(model, inputs, target, **options)
+    if isinstance(result, tuple):
+        return result[0]
+    return result

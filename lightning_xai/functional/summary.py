@@ -1,0 +1,93 @@
+"""Scalar summaries of attribution maps (one value per map, averaged by the callbacks).
+
+All of them work on ``|attribution|`` per sample and give defined values on degenerate maps: an
+all-zero map is treated as uniform (no feature stands out), so it has Gini 0, entropy 1 and a top-10%
+share of 0.1. NaN in a map gives NaN, so that a check can see it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict
+
+import torch
+from torch import Tensor
+
+__all__ = ["gini", "entropy", "top_mass", "summarize", "global_importance"]
+
+
+def _flat_abs(attr: Tensor) -> Tensor:
+    if attr.dim() < 2:
+        raise ValueError(f"expected attributions of shape (N, ...), got {tuple(attr.shape)}")
+    return attr.detach().reshape(attr.shape[0], -1).abs().double()
+
+
+def gini(attr: Tensor) -> Tensor:
+    """Gini index of ``|attr|`` per sample, in [0, 1]: 0 for a uniform map, near 1 for a single feature.
+
+    Example:
+        >>> import torch
+        >>> gini(torch.tensor([[1., 1., 1., 1.], [0., 0., 0., 4.]]))
+        tensor([0.0000, 0.7500], dtype=torch.float64)
+    """
+    a = _flat_abs(attr)
+    n = a.shape[1]
+    s, _ = torch.sort(a, dim=1)
+    total = s.sum(1)
+    k = torch.arange(1, n + 1, dtype=a.dtype, device=a.device)
+    g = ((2 * k - n - 1) * s).sum(1) / (n * total)
+    return torch.where(total == 0, torch.zeros_like(g), g)
+
+
+def entropy(attr: Tensor) -> Tensor:
+    """Shannon entropy of the normalised ``|attr|`` per sample, divided by ``log(n)``: in [0, 1].
+
+    Example:
+        >>> import torch
+        >>> entropy(torch.tensor([[1., 1., 1., 1.], [0., 0., 0., 4.]]))
+        tensor([1., 0.], dtype=torch.float64)
+    """
+    a = _flat_abs(attr)
+    n = a.shape[1]
+    total = a.sum(1, keepdim=True)
+    p = torch.where(total == 0, torch.full_like(a, 1.0 / n), a / total)
+    h = -(torch.where(p > 0, p * torch.log(p), torch.zeros_like(p))).sum(1)
+    return (h / math.log(n)).clamp(0.0, 1.0) + 0.0 if n > 1 else torch.zeros_like(h)
+
+
+def top_mass(attr: Tensor, fraction: float = 0.1) -> Tensor:
+    """Share of ``|attr|`` held by the top ``fraction`` of features, per sample.
+
+    Example:
+        >>> import torch
+        >>> top_mass(torch.tensor([[9.] + [1.] * 9]), 0.1)
+        tensor([0.5000], dtype=torch.float64)
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    a = _flat_abs(attr)
+    n = a.shape[1]
+    k = max(1, int(round(fraction * n)))
+    total = a.sum(1)
+    top = torch.topk(a, k, dim=1).values.sum(1)
+    return torch.where(total == 0, torch.full_like(total, k / n), top / total)
+
+
+def summarize(attr: Tensor) -> Dict[str, float]:
+    """Mean over samples of :func:`gini`, :func:`entropy` and :func:`top_mass` (``top10_mass``)."""
+    return {
+        "gini": float(gini(attr).mean()),
+        "entropy": float(entropy(attr).mean()),
+        "top10_mass": float(top_mass(attr, 0.1).mean()),
+    }
+
+
+def global_importance(attr: Tensor) -> Tensor:
+    """Mean ``|attr|`` over the samples: one value per feature (the shape of one sample).
+
+    Example:
+        >>> import torch
+        >>> global_importance(torch.tensor([[1., -2.], [3., 0.]]))
+        tensor([2., 1.])
+    """
+    return attr.detach().abs().mean(0)

@@ -1,0 +1,339 @@
+"""``ProbeSet``: the fixed inputs the callbacks explain, epoch after epoch."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["ProbeSet"]
+
+Key = Union[None, int, str, Callable[[Any], Any]]
+
+_INPUT_KEYS = ("input", "inputs", "x", "image", "images", "pixel_values", "features")
+_TARGET_KEYS = ("target", "targets", "y", "label", "labels")
+_MASK_KEYS = ("mask", "masks")
+
+
+def _as_tensor(value: Any) -> Optional[Tensor]:
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return torch.from_numpy(value)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return torch.tensor(int(value))
+    return None
+
+
+def _pick(item: Any, key: Key, defaults: Sequence[Union[str, int]], what: str) -> Any:
+    if callable(key):
+        return key(item)
+    if key is not None:
+        try:
+            return item[key]
+        except (KeyError, IndexError, TypeError):
+            raise ValueError(f"cannot take {what} key {key!r} from a dataset item of type {type(item).__name__}") from None
+    if isinstance(item, Mapping):
+        for k in defaults:
+            if k in item:
+                return item[k]
+        return None
+    if isinstance(item, (tuple, list)):
+        pos = {"input": 0, "target": 1, "mask": 2}[what]
+        return item[pos] if len(item) > pos else None
+    return item if what == "input" else None
+
+
+def split_item(
+    item: Any, input_key: Key = None, target_key: Key = None, mask_key: Key = None
+) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    """Split a dataset item or batch (tensor, ``(x, y, ...)`` tuple, or dict) into input, target, mask."""
+    x = _as_tensor(_pick(item, input_key, _INPUT_KEYS, "input"))
+    if x is None:
+        kind = type(item).__name__
+        hint = (
+            f"keys {sorted(map(str, item.keys()))}" if isinstance(item, Mapping) else f"an item of type {kind}"
+        )
+        raise ValueError(
+            f"the dataset's items hold no input tensor ({hint}). Items must be tensors, "
+            "(input, target, ...) tuples or dicts; pass input_key=<key or function> to say where "
+            "the input is, and convert images to tensors in the dataset's transform"
+        )
+    y = _pick(item, target_key, _TARGET_KEYS, "target")
+    m = _pick(item, mask_key, _MASK_KEYS, "mask") if mask_key is not None or isinstance(item, Mapping) else None
+    return x, _as_tensor(y), _as_tensor(m)
+
+
+class ProbeSet:
+    """The fixed, seeded set of inputs (with optional targets, masks and feature names) to explain.
+
+    Build one from tensors, a dataset or a dataloader; the same seed selects the same samples on
+    every run and every rank. Callbacks move it to the model's device and dtype when they use it,
+    and save its selection in their checkpoint state.
+
+    Args:
+        inputs: ``(N, ...)`` tensor of model inputs.
+        targets: optional ``(N,)`` tensor of class indices (needed for ``target="true"``).
+        masks: optional ground-truth masks, shaped like ``inputs`` or ``(N, 1, H, W)``/``(N, H, W)``.
+        feature_names: optional names of the features of tabular inputs ``(N, F)``.
+
+    Example:
+        >>> import torch
+        >>> from lightning_xai import ProbeSet
+        >>> data = torch.utils.data.TensorDataset(torch.randn(100, 4), torch.arange(100) % 3)
+        >>> probe = ProbeSet.from_dataset(data, n=12, seed=0)
+        >>> len(probe), probe.targets.bincount().tolist()
+        (12, [4, 4, 4])
+        >>> ProbeSet.from_dataset(data, n=12, seed=0).indices == probe.indices
+        True
+    """
+
+    def __init__(
+        self,
+        inputs: Tensor,
+        targets: Optional[Tensor] = None,
+        masks: Optional[Tensor] = None,
+        feature_names: Optional[Sequence[str]] = None,
+        *,
+        indices: Optional[Sequence[int]] = None,
+    ) -> None:
+        inputs_t = _as_tensor(inputs)
+        if inputs_t is None:
+            raise TypeError(f"ProbeSet inputs must be a tensor, got {type(inputs).__name__}")
+        if inputs_t.dim() < 2 or inputs_t.shape[0] == 0:
+            raise ValueError(
+                f"ProbeSet inputs must be (N, ...) with N >= 1 samples, got shape {tuple(inputs_t.shape)}"
+            )
+        n = inputs_t.shape[0]
+        self.inputs: Tensor = inputs_t.detach().clone()
+        self.targets: Optional[Tensor] = None
+        if targets is not None:
+            t = _as_tensor(targets)
+            if t is None or t.reshape(-1).shape[0] != n:
+                raise ValueError(f"ProbeSet targets must be {n} values, one per input; got {targets!r:.80}")
+            self.targets = t.detach().reshape(-1).clone()
+        self.masks: Optional[Tensor] = None
+        if masks is not None:
+            m = _as_tensor(masks)
+            if m is None or m.shape[0] != n:
+                raise ValueError(f"ProbeSet masks must have one mask per input ({n}); got {type(masks).__name__}")
+            if m.dim() == inputs_t.dim() - 1:
+                m = m.unsqueeze(1)
+            if m.dim() != inputs_t.dim() or m.shape[2:] != inputs_t.shape[2:]:
+                raise ValueError(
+                    f"ProbeSet masks of shape {tuple(m.shape)} do not fit inputs of shape {tuple(inputs_t.shape)}: "
+                    "give (N, H, W), (N, 1, H, W) or the inputs' shape"
+                )
+            self.masks = m.detach().clone().bool() if m.dtype == torch.bool else m.detach().clone().float()
+        self.feature_names: Optional[List[str]] = None
+        if feature_names is not None:
+            names = [str(f) for f in feature_names]
+            n_features = int(np.prod(inputs_t.shape[1:]))
+            if len(names) != n_features:
+                raise ValueError(f"{len(names)} feature_names for inputs with {n_features} features per sample")
+            self.feature_names = names
+        self.indices: Optional[List[int]] = None if indices is None else [int(i) for i in indices]
+
+    # ---------------------------------------------------------------------------------- builders
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: Any,
+        n: int,
+        seed: int = 0,
+        stratify: bool = True,
+        *,
+        input_key: Key = None,
+        target_key: Key = None,
+        mask_key: Key = None,
+        feature_names: Optional[Sequence[str]] = None,
+    ) -> "ProbeSet":
+        """Draw ``n`` samples from a map-style dataset with a private generator seeded by ``seed``.
+
+        With ``stratify=True`` and targets present, classes are represented in proportion to the
+        dataset (at least one sample per class while ``n`` allows), in a class-interleaved order.
+        Items may be tensors, ``(x, y, ...)`` tuples or dicts; ``input_key``/``target_key``/``mask_key``
+        (a key, an index or a function of the item) say where the parts are when the defaults don't.
+        """
+        if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+            raise TypeError(
+                f"ProbeSet.from_dataset needs a map-style dataset (with __len__ and __getitem__), got "
+                f"{type(dataset).__name__}; use ProbeSet.from_dataloader for iterable datasets"
+            )
+        size = len(dataset)
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"probe size n must be a positive int, got {n!r}")
+        if n > size:
+            raise ValueError(
+                f"probe size n={n} is larger than the dataset ({size} items): pass n <= {size}"
+            )
+        g = torch.Generator().manual_seed(int(seed))
+        labels = _dataset_targets(dataset, input_key, target_key, mask_key) if stratify else None
+        if labels is not None:
+            chosen = _stratified(labels, n, g)
+        else:
+            chosen = torch.randperm(size, generator=g)[:n].tolist()
+        items = [split_item(dataset[i], input_key, target_key, mask_key) for i in chosen]
+        return cls._from_items(items, chosen, feature_names)
+
+    @classmethod
+    def from_dataloader(
+        cls,
+        loader: Any,
+        n: int,
+        seed: int = 0,
+        stratify: bool = True,
+        *,
+        input_key: Key = None,
+        target_key: Key = None,
+        mask_key: Key = None,
+        feature_names: Optional[Sequence[str]] = None,
+    ) -> "ProbeSet":
+        """Draw ``n`` samples from a dataloader's dataset (seeded, as :meth:`from_dataset`).
+
+        For an iterable dataset the first ``n`` samples the loader yields are taken; make the loader
+        deterministic (no shuffling) so that every run gets the same probe.
+        """
+        dataset = getattr(loader, "dataset", None)
+        if dataset is not None and hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__") and not isinstance(
+            dataset, torch.utils.data.IterableDataset
+        ):
+            return cls.from_dataset(
+                dataset, n, seed, stratify, input_key=input_key, target_key=target_key,
+                mask_key=mask_key, feature_names=feature_names,
+            )
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"probe size n must be a positive int, got {n!r}")
+        items: List[Tuple[Tensor, Optional[Tensor], Optional[Tensor]]] = []
+        for batch in loader:
+            x, y, m = split_item(batch, input_key, target_key, mask_key)
+            for i in range(x.shape[0]):
+                items.append((x[i], None if y is None else y[i], None if m is None else m[i]))
+                if len(items) == n:
+                    break
+            if len(items) == n:
+                break
+        if len(items) < n:
+            raise ValueError(f"probe size n={n} is larger than the loader's data ({len(items)} samples): pass n <= {len(items)}")
+        return cls._from_items(items, list(range(n)), feature_names)
+
+    @classmethod
+    def _from_items(
+        cls,
+        items: List[Tuple[Tensor, Optional[Tensor], Optional[Tensor]]],
+        indices: List[int],
+        feature_names: Optional[Sequence[str]],
+    ) -> "ProbeSet":
+        shapes = {tuple(x.shape) for x, _, _ in items}
+        if len(shapes) != 1:
+            raise ValueError(f"the selected items have inputs of different shapes {sorted(shapes)}; a probe needs one shape")
+        inputs = torch.stack([x for x, _, _ in items])
+        targets = torch.stack([y.reshape(()) for _, y, _ in items]) if all(y is not None for _, y, _ in items) else None
+        masks = torch.stack([m for _, _, m in items]) if all(m is not None for _, _, m in items) else None
+        return cls(inputs, targets, masks, feature_names, indices=indices)
+
+    # ---------------------------------------------------------------------------------- use
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def __repr__(self) -> str:
+        extra = "".join(
+            f", {name}" for name, v in (("targets", self.targets), ("masks", self.masks)) if v is not None
+        )
+        return f"ProbeSet(n={len(self)}, shape={tuple(self.inputs.shape[1:])}{extra})"
+
+    @property
+    def kind(self) -> str:
+        """``"image"`` for ``(N, C, H, W)``, ``"tabular"`` for ``(N, F)``, else ``"other"``."""
+        return {4: "image", 2: "tabular"}.get(self.inputs.dim(), "other")
+
+    @property
+    def names(self) -> List[str]:
+        """Feature names for tabular probes (``f0, f1, ...`` when none were given)."""
+        if self.feature_names is not None:
+            return list(self.feature_names)
+        return [f"f{i}" for i in range(int(np.prod(self.inputs.shape[1:])))]
+
+    def inputs_for(self, module: torch.nn.Module) -> Tensor:
+        """The inputs on ``module``'s device, in its floating dtype when the inputs are floating."""
+        param = next(iter(module.parameters()), None)
+        if param is None:
+            return self.inputs
+        x = self.inputs.to(param.device)
+        if x.is_floating_point() and param.is_floating_point():
+            x = x.to(param.dtype)
+        return x
+
+    def fingerprint(self) -> str:
+        """A hash of the probe's inputs (and targets): equal probes have equal fingerprints."""
+        h = hashlib.sha1()
+        h.update(str(tuple(self.inputs.shape)).encode())
+        h.update(self.inputs.detach().cpu().contiguous().numpy().tobytes())
+        if self.targets is not None:
+            h.update(self.targets.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The probe's selection, saved in callback state (indices and a fingerprint)."""
+        return {"indices": self.indices, "fingerprint": self.fingerprint(), "n": len(self)}
+
+
+def _dataset_targets(dataset: Any, input_key: Key, target_key: Key, mask_key: Key) -> Optional[Tensor]:
+    """All targets of a dataset, cheaply where it exposes them; None when it has none."""
+    tensors = getattr(dataset, "tensors", None)  # TensorDataset
+    if target_key is None and isinstance(tensors, tuple) and len(tensors) >= 2:
+        t = tensors[1]
+        return t.reshape(-1) if t.dim() <= 1 or t.shape[1:].numel() == 1 else None
+    attr = getattr(dataset, "targets", None)
+    if target_key is None and attr is not None:
+        t = _as_tensor(np.asarray(attr)) if not isinstance(attr, Tensor) else attr
+        if t is not None and t.dim() == 1 and len(t) == len(dataset):
+            return t
+    if len(dataset) == 0:
+        return None
+    _, y0, _ = split_item(dataset[0], input_key, target_key, mask_key)
+    if y0 is None or y0.numel() != 1 or y0.is_floating_point():
+        return None
+    ys = []
+    for i in range(len(dataset)):
+        _, y, _ = split_item(dataset[i], input_key, target_key, mask_key)
+        ys.append(int(y))  # type: ignore[arg-type]
+    return torch.tensor(ys)
+
+
+def _stratified(labels: Tensor, n: int, g: torch.Generator) -> List[int]:
+    labels = labels.reshape(-1).long()
+    classes = torch.unique(labels).tolist()
+    counts = torch.tensor([(labels == c).sum().item() for c in classes], dtype=torch.float64)
+    # proportional allocation, largest remainder; at least one per class while n allows
+    quota = counts / counts.sum() * n
+    alloc = torch.floor(quota).long()
+    if n >= len(classes):
+        alloc = torch.maximum(alloc, torch.ones_like(alloc))
+    alloc = torch.minimum(alloc, counts.long())
+    rem = (quota - torch.floor(quota)).tolist()
+    order = sorted(range(len(classes)), key=lambda i: (-rem[i], i))
+    while int(alloc.sum()) < n:
+        for i in order:
+            if int(alloc.sum()) >= n:
+                break
+            if alloc[i] < counts[i]:
+                alloc[i] += 1
+    while int(alloc.sum()) > n:
+        i = int(torch.argmax(alloc))
+        alloc[i] -= 1
+    per_class: List[List[int]] = []
+    for c, k in zip(classes, alloc.tolist()):
+        idx = torch.nonzero(labels == c).reshape(-1)
+        per_class.append(idx[torch.randperm(len(idx), generator=g)[:k]].tolist())
+    chosen: List[int] = []
+    depth = max(len(p) for p in per_class)
+    for r in range(depth):  # interleave classes: 0, 1, 2, ..., 0, 1, 2, ...
+        for p in per_class:
+            if r < len(p):
+                chosen.append(p[r])
+    return chosen
