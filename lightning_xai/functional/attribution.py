@@ -137,7 +137,7 @@ def _target_index(target: TargetLike, n: int, device: torch.device) -> Optional[
     t = torch.as_tensor(target, device=device)
     if t.is_floating_point():
         raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}")
-    t = t.long().reshape(-1)
+    t = t.long().reshape(-1).clone()  # a normal tensor, also when made under inference mode
     if t.numel() == 1:
         return t.expand(n).contiguous()
     if t.numel() != n:
