@@ -337,3 +337,73 @@ def _stratified(labels: Tensor, n: int, g: torch.Generator) -> List[int]:
             if r < len(p):
                 chosen.append(p[r])
     return chosen
+
+
+class ProbeSpec:
+    """A probe described by size, seed and source, drawn when training starts (for YAML/LightningCLI).
+
+    Callbacks accept it wherever they accept a :class:`ProbeSet`; at ``setup`` it becomes
+    ``ProbeSet.from_dataloader(<source loader>, n, seed, stratify)``, the loader taken from the
+    datamodule (or the LightningModule's ``*_dataloader`` hooks), or, for loaders passed straight to
+    ``fit``/``validate``, from the trainer when validation starts.
+
+    Args:
+        n: number of samples. seed: selection seed. stratify: balance classes.
+        source: ``"val"`` (default), ``"train"`` or ``"test"``: which dataloader to draw from.
+        input_key, target_key, mask_key: where the parts of an item are (see ``ProbeSet.from_dataset``).
+        feature_names: names of tabular features.
+
+    In a LightningCLI config::
+
+        trainer:
+          callbacks:
+            - class_path: lightning_xai.callbacks.AttributionMonitor
+              init_args:
+                probe: {class_path: lightning_xai.ProbeSpec, init_args: {n: 16, seed: 0, source: val}}
+                methods: [saliency, integrated_gradients]
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> spec = ProbeSpec(n=4, seed=1)
+        >>> loader = DataLoader(TensorDataset(torch.randn(20, 3), torch.arange(20) % 2), batch_size=8)
+        >>> spec.build_from(loader).inputs.shape
+        torch.Size([4, 3])
+    """
+
+    SOURCES = ("val", "train", "test")
+
+    def __init__(
+        self,
+        n: int = 16,
+        seed: int = 0,
+        source: str = "val",
+        stratify: bool = True,
+        input_key: Optional[Union[int, str]] = None,
+        target_key: Optional[Union[int, str]] = None,
+        mask_key: Optional[Union[int, str]] = None,
+        feature_names: Optional[List[str]] = None,
+    ) -> None:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"ProbeSpec n must be a positive int, got {n!r}")
+        if source not in self.SOURCES:
+            raise ValueError(f"ProbeSpec source must be one of {', '.join(self.SOURCES)}, got {source!r}")
+        self.n, self.seed, self.source, self.stratify = n, int(seed), source, bool(stratify)
+        self.input_key, self.target_key, self.mask_key = input_key, target_key, mask_key
+        self.feature_names = feature_names
+
+    def __repr__(self) -> str:
+        return f"ProbeSpec(n={self.n}, seed={self.seed}, source={self.source!r})"
+
+    def build_from(self, loader: Any) -> ProbeSet:
+        """Draw the probe from a dataloader (the first one when given a list or dict of loaders)."""
+        if isinstance(loader, (list, tuple)):
+            loader = loader[0] if loader else None
+        elif isinstance(loader, Mapping):
+            loader = next(iter(loader.values()), None)
+        if loader is None:
+            raise ValueError(f"{self!r}: there is no {self.source} dataloader to draw the probe from")
+        return ProbeSet.from_dataloader(
+            loader, self.n, self.seed, self.stratify, input_key=self.input_key,
+            target_key=self.target_key, mask_key=self.mask_key, feature_names=self.feature_names,
+        )

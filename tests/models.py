@@ -112,7 +112,7 @@ def trainer(tmp_path, callbacks=(), max_epochs: int = 2, logger=True, **kwargs) 
         default_root_dir=str(tmp_path),
         max_epochs=max_epochs,
         accelerator="cpu",
-        devices=1,
+        devices=kwargs.pop("devices", 1),
         logger=TensorBoardLogger(str(tmp_path), name="run") if logger is True else logger,
         callbacks=list(callbacks),
         enable_progress_bar=False,

@@ -44,6 +44,13 @@ def normalize_methods(methods: Union[str, Sequence[str], Mapping[str, Mapping[st
         raise ValueError(f"methods is empty: name at least one of {', '.join(F.METHODS)}")
     out: Dict[str, Dict[str, Any]] = {}
     for name, options in items:
+        if not (isinstance(name, str) and name in F.METHODS):
+            from ..functional.captum_bridge import captum_class
+
+            cls = captum_class(name)
+            if cls is not None:  # any Captum attribution class, by class or by name
+                out[cls.__name__] = options
+                continue
         F.check_method(name)
         bad = set(options) - _METHOD_OPTIONS[name]
         if bad:
@@ -101,6 +108,8 @@ class XAICallback(Callback):
         self.target = target
         self.every_n_epochs = every_n_epochs
         self.chunk_size = chunk_size
+        #: the chunk size in use: ``chunk_size``, halved after an out-of-memory error
+        self._chunk_size: Optional[int] = chunk_size
         self._warned: set = set()
 
     # ------------------------------------------------------------------ identity and scheduling
@@ -222,7 +231,12 @@ class XAICallback(Callback):
     def _attributions(
         self, trainer: Any, pl_module: nn.Module, methods: Mapping[str, Mapping[str, Any]]
     ) -> Dict[str, Tensor]:
-        """Attributions of the probe for each method, shared with other callbacks this epoch."""
+        """Attributions of the probe for each method, shared with other callbacks this epoch.
+
+        Under DDP the probe is sharded: each rank explains its contiguous share and the shares are
+        gathered, so every rank holds the whole result and per-rank cost falls with world size.
+        An out-of-memory error halves the chunk size and retries.
+        """
         assert self.probe is not None
         cache = cache_for(trainer)
         fp = self.probe.fingerprint()
@@ -238,25 +252,49 @@ class XAICallback(Callback):
         for m in methods:
             if m not in missing:
                 result[m] = cache.get(key(m, methods[m]))
+        n = x.shape[0]
+        start, stop = _shard_bounds(n, trainer.world_size, trainer.global_rank)
+        per = -(-n // max(1, trainer.world_size))
+        rows = slice(start, stop) if stop > start else slice(0, 1)  # an empty shard computes one row, dropped
+        xs, ts = x[rows], None if target is None else target[rows]
+
+        def gather(maps: Dict[str, Tensor]) -> Dict[str, Tensor]:
+            if trainer.world_size <= 1:
+                return maps
+            out = {}
+            for m, a in maps.items():
+                a = a if stop > start else a[:0]
+                pad = torch.zeros((per - a.shape[0],) + tuple(a.shape[1:]), dtype=a.dtype, device=a.device)
+                full = trainer.strategy.all_gather(torch.cat([a, pad]))
+                out[m] = full.reshape((-1,) + tuple(a.shape[1:]))[:n]
+            return out
+
         # the one-pass methods share a single forward+backward
         shared = [m for m in missing if m in F.GRADIENT_PASS_METHODS]
         if shared:
             cam_opts = missing.get("grad_cam", {})
-            maps = F.attribute_many(
-                pl_module, x, target, shared,
-                layer=cam_opts.get("layer"), upsample=cam_opts.get("upsample", True),
-                chunk_size=self._chunk(missing),
+            maps, self._chunk_size = F.with_oom_retry(
+                lambda c: F.attribute_many(
+                    pl_module, xs, ts, shared, layer=cam_opts.get("layer"),
+                    upsample=cam_opts.get("upsample", True), chunk_size=c,
+                ),
+                self._chunk(missing), xs.shape[0],
             )
-            for m in shared:
-                cache.put(key(m, missing[m]), maps[m])
+            for m, a in gather(maps).items():
+                cache.put(key(m, missing[m]), a)
                 cache.computed[m] += 1
-                result[m] = maps[m]
+                result[m] = a
         for m, options in missing.items():
             if m in shared:
                 continue
             opts = dict(options)
-            opts.setdefault("chunk_size", self.chunk_size)
-            result[m] = F.attribute(pl_module, x, target, m, **opts)
+            chunk = opts.pop("chunk_size", None) or self._chunk_size
+            if m == "smoothgrad":
+                opts["shard"] = (rows.start, n)
+            a, self._chunk_size = F.with_oom_retry(
+                lambda c: _method(m)(pl_module, xs, ts, chunk_size=c, **opts), chunk, xs.shape[0]
+            )
+            result[m] = gather({m: a})[m]
             cache.put(key(m, options), result[m])
             cache.computed[m] += 1
         return {m: result[m] for m in methods}
@@ -265,7 +303,7 @@ class XAICallback(Callback):
         for o in methods.values():
             if o.get("chunk_size") is not None:
                 return int(o["chunk_size"])
-        return self.chunk_size
+        return self._chunk_size
 
     # ------------------------------------------------------------------ logging
     def _warn_once(self, key: str, message: str) -> None:
@@ -319,6 +357,21 @@ class XAICallback(Callback):
     # ------------------------------------------------------------------ hooks shared by all
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         cache_for(trainer).start_epoch()
+
+
+def _shard_bounds(n: int, world: int, rank: int) -> Tuple[int, int]:
+    """Rows ``[start, stop)`` of an ``n``-row probe that ``rank`` of ``world`` explains (contiguous)."""
+    per = -(-n // max(1, world))
+    return min(n, rank * per), min(n, (rank + 1) * per)
+
+
+def _method(name: Any) -> Callable[..., Tensor]:
+    """The function computing one (non-shared) method: built-in by name, or a Captum class."""
+    if isinstance(name, str) and name in F.METHODS:
+        return lambda model, x, t, **o: F.attribute(model, x, t, name, **o)
+    from ..functional.captum_bridge import as_callable
+
+    return as_callable(name)
 
 
 def mean_over(values: Sequence[float]) -> float:

@@ -29,6 +29,7 @@ from .attribution import (
     saliency,
     smoothgrad,
 )
+from .faults import is_out_of_memory, with_oom_retry
 from .render import bar_chart, color_scale, colormap, is_signed, overlay_grid
 from .summary import entropy, gini, global_importance, summarize, top_mass
 
@@ -49,6 +50,8 @@ __all__ = [
     "resolve_layer",
     "saliency",
     "smoothgrad",
+    "is_out_of_memory",
+    "with_oom_retry",
     "bar_chart",
     "color_scale",
     "colormap",

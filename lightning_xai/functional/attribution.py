@@ -559,12 +559,17 @@ def smoothgrad(
     seed: int = 0,
     generator: Optional[torch.Generator] = None,
     chunk_size: Optional[int] = None,
+    shard: Optional[Tuple[int, int]] = None,
 ) -> Tensor:
     """SmoothGrad (Smilkov et al. 2017): mean ``|gradient|`` over ``n_samples`` noisy copies.
 
     Noise is Gaussian with standard deviation ``noise`` in input units (Captum's ``stdevs``), drawn
     from a private ``torch.Generator`` seeded with ``seed`` (or the ``generator`` you pass): the
     global RNG stream is never consumed, and the same seed gives the same map.
+
+    ``shard=(start, total)`` says that ``inputs`` are rows ``start..start+N`` of a ``total``-row probe
+    (one rank's share under DDP): the noise is drawn for the whole probe and this share's rows are
+    used, so the sharded maps equal the unsharded ones.
 
     Example:
         >>> import torch
@@ -588,9 +593,13 @@ def smoothgrad(
             generator = torch.Generator(device=x.device)
             generator.manual_seed(seed)
         # Same layout and draw order as Captum's NoiseTunnel: sample-major repeat, one normal draw.
-        shape = (n * n_samples,) + tuple(x.shape[1:])
+        first, total_rows = (0, n) if shard is None else (int(shard[0]), int(shard[1]))
+        if first < 0 or first + n > total_rows:
+            raise ValueError(f"shard={shard} does not hold {n} rows")
+        shape = (total_rows * n_samples,) + tuple(x.shape[1:])
         std = torch.full(shape, float(noise), dtype=x.dtype, device=x.device)
-        noisy = x.repeat_interleave(n_samples, dim=0) + torch.normal(0.0, std, generator=generator)
+        draws = torch.normal(0.0, std, generator=generator)[first * n_samples : (first + n) * n_samples]
+        noisy = x.repeat_interleave(n_samples, dim=0) + draws
         total = torch.zeros_like(x)
         t = _target_index(target, n, x.device)
         for s, e in _chunks(noisy.shape[0], chunk):
@@ -713,7 +722,10 @@ _SINGLE: Dict[str, Callable[..., Tensor]] = {
 def check_method(name: str) -> str:
     """Return ``name`` if it is a known method, else raise a ``ValueError`` listing the known ones."""
     if not isinstance(name, str) or name not in _SINGLE:
-        raise ValueError(f"unknown attribution method {name!r}; known methods: {', '.join(METHODS)}")
+        raise ValueError(
+            f"unknown attribution method {name!r}; known methods: {', '.join(METHODS)} "
+            "(and, with Captum installed, any captum.attr class such as 'DeepLift')"
+        )
     return name
 
 
