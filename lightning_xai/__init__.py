@@ -13,8 +13,8 @@ Example:
 
 from . import functional
 from .errors import SanityCheckError
-from .probe import ProbeSet
+from .probe import ProbeSet, ProbeSpec
 
 __version__ = "0.1.0"
 
-__all__ = ["ProbeSet", "functional", "SanityCheckError", "__version__"]
+__all__ = ["ProbeSet", "ProbeSpec", "functional", "SanityCheckError", "__version__"]

@@ -1,18 +1,56 @@
-"""The one place that imports Lightning (``pytorch_lightning``, else ``lightning.pytorch``)."""
+"""The one place that imports Lightning.
+
+Both distributions are supported: ``pytorch_lightning`` and ``lightning.pytorch``. When both are
+installed, lightning_xai's callbacks derive from both packages' ``Callback`` classes, so either
+package's ``Trainer`` (and LightningCLI's type checks) accepts them.
+"""
 
 from __future__ import annotations
 
-try:  # pragma: no cover - whichever is installed
-    import pytorch_lightning as pl
-    from pytorch_lightning.loggers import TensorBoardLogger
-    from pytorch_lightning.utilities import rank_zero_warn
-except ImportError:  # pragma: no cover
-    import lightning.pytorch as pl  # type: ignore[no-redef]
-    from lightning.pytorch.loggers import TensorBoardLogger  # type: ignore[no-redef]
-    from lightning.pytorch.utilities import rank_zero_warn  # type: ignore[no-redef]
+from typing import Any, List, Tuple
 
-Callback = pl.Callback
+_packages: List[Any] = []
+try:  # pragma: no cover - whichever is installed
+    import pytorch_lightning as _pl
+
+    _packages.append(_pl)
+except ImportError:  # pragma: no cover
+    pass
+try:  # pragma: no cover
+    import lightning.pytorch as _lp
+
+    _packages.append(_lp)
+except ImportError:  # pragma: no cover
+    pass
+if not _packages:  # pragma: no cover
+    raise ImportError(
+        "lightning_xai.callbacks needs PyTorch Lightning: pip install pytorch-lightning (or lightning). "
+        "lightning_xai.functional works without it."
+    )
+
+pl = _packages[0]
+rank_zero_warn = pl.utilities.rank_zero_warn
+rank_zero_info = pl.utilities.rank_zero_info
+
+if len(_packages) == 1:
+    Callback = pl.Callback
+else:
+    # one base that is an instance of both packages' Callback; both define the same no-op hooks
+    Callback = type("Callback", tuple(p.Callback for p in _packages), {"__module__": __name__})
+
+#: TensorBoard logger classes of every installed package (for isinstance checks)
+TensorBoardLoggers: Tuple[type, ...] = tuple(p.loggers.TensorBoardLogger for p in _packages)
+TensorBoardLogger = TensorBoardLoggers[0]
 Trainer = pl.Trainer
 LightningModule = pl.LightningModule
 
-__all__ = ["pl", "Callback", "Trainer", "LightningModule", "TensorBoardLogger", "rank_zero_warn"]
+
+def lightning_packages() -> List[Any]:
+    """The installed Lightning packages (``pytorch_lightning`` first when present)."""
+    return list(_packages)
+
+
+__all__ = [
+    "pl", "Callback", "Trainer", "LightningModule", "TensorBoardLogger", "TensorBoardLoggers",
+    "rank_zero_warn", "rank_zero_info", "lightning_packages",
+]

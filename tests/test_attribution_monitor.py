@@ -70,7 +70,7 @@ def test_every_n_epochs_and_shared_cache(tmp_path):
     assert [e.step for e in read_events(tr.logger.log_dir).Scalars("xai/attr/saliency/gini")] == [2, 4]
 
 
-def test_scalars_reach_a_non_tensorboard_logger_and_images_warn_once(tmp_path):
+def test_scalars_reach_a_csv_logger_and_images_become_png_files(tmp_path):
     from pytorch_lightning.loggers import CSVLogger
 
     ds = image_data(32)
@@ -79,9 +79,24 @@ def test_scalars_reach_a_non_tensorboard_logger_and_images_warn_once(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tr.fit(LitClassifier(SmallCNN()), *[DataLoader(ds, batch_size=32)] * 2)
-    assert sum("no TensorBoardLogger" in str(w.message) for w in caught) == 1
+    assert sum("written as PNG files" in str(w.message) for w in caught) == 1
     text = open(f"{tr.logger.log_dir}/metrics.csv").read()
     assert "xai/attr/saliency/gini" in text
+    pngs = sorted(p.name for p in (tmp_path / "lightning_logs" / "version_0" / "xai_images" / "xai" / "attr").iterdir())
+    assert pngs == ["saliency_step000001.png", "saliency_step000002.png"]  # one step per epoch
+    assert _png_size((tmp_path / "lightning_logs/version_0/xai_images/xai/attr" / pngs[0]).read_bytes())[0] >= 4 * 64
+
+
+def test_tensorboard_and_csv_together_each_get_what_they_take(tmp_path):
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    ds = image_data(32)
+    loggers = [TensorBoardLogger(str(tmp_path), name="tb"), CSVLogger(str(tmp_path), name="csv")]
+    tr = trainer(tmp_path, [AttributionMonitor(ProbeSet.from_dataset(ds, n=4), methods=["saliency"])], logger=loggers, max_epochs=1)
+    tr.fit(LitClassifier(SmallCNN()), *[DataLoader(ds, batch_size=32)] * 2)
+    assert len(read_events(loggers[0].log_dir).Images("xai/attr/saliency")) == 1
+    assert "xai/attr/saliency/gini" in open(f"{loggers[1].log_dir}/metrics.csv").read()
+    assert (tmp_path / "csv" / "version_0" / "xai_images" / "xai" / "attr" / "saliency_step000001.png").exists()
 
 
 def test_state_dict_round_trip_keeps_color_scale():

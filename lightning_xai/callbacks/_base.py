@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -11,8 +12,9 @@ import torch
 from torch import Tensor, nn
 
 from .. import functional as F
-from .._lightning import Callback, TensorBoardLogger, rank_zero_warn
-from ..probe import ProbeSet
+from .._lightning import Callback, TensorBoardLoggers, rank_zero_warn
+from ..errors import SanityCheckError
+from ..probe import ProbeSet, ProbeSpec
 from ._cache import cache_for
 
 __all__ = ["XAICallback", "normalize_methods", "TargetSpec"]
@@ -82,32 +84,54 @@ class XAICallback(Callback):
     Lightning logger and images to TensorBoard.
     """
 
+    #: hooks whose failures ``on_error="warn"`` turns into a warning (set-up errors always raise)
+    _GUARDED_HOOKS = (
+        "on_validation_epoch_start", "on_validation_epoch_end", "on_validation_batch_start",
+        "on_validation_batch_end", "on_train_epoch_end",
+    )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in cls._GUARDED_HOOKS:
+            hook = cls.__dict__.get(name)
+            if hook is not None and not getattr(hook, "_xai_guarded", False):
+                setattr(cls, name, _guard_hook(hook))
+
     def __init__(
         self,
-        probe: Optional[ProbeSet],
+        probe: Union[None, ProbeSet, ProbeSpec],
         *,
         target: TargetSpec = "predicted",
         every_n_epochs: int = 1,
         chunk_size: Optional[int] = None,
         probe_required: bool = True,
+        on_error: str = "raise",
+        dtype: Union[str, torch.dtype] = "float32",
     ) -> None:
         super().__init__()
         if probe is None and probe_required:
-            raise ValueError(f"{type(self).__name__} needs a probe: pass probe=ProbeSet.from_dataset(dataset, n=32)")
-        if probe is not None and not isinstance(probe, ProbeSet):
+            raise ValueError(
+                f"{type(self).__name__} needs a probe: pass probe=ProbeSet.from_dataset(dataset, n=32) "
+                "or probe=ProbeSpec(n=32) to draw it from the validation data"
+            )
+        if probe is not None and not isinstance(probe, (ProbeSet, ProbeSpec)):
             raise TypeError(
-                f"probe must be a lightning_xai.ProbeSet, got {type(probe).__name__}; "
+                f"probe must be a lightning_xai.ProbeSet (or ProbeSpec), got {type(probe).__name__}; "
                 "build one with ProbeSet(inputs, targets) or ProbeSet.from_dataset(dataset, n)"
             )
         if not isinstance(every_n_epochs, int) or isinstance(every_n_epochs, bool) or every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be an int >= 1, got {every_n_epochs!r}")
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-        self._check_target_spec(target, probe)
-        self.probe = probe
+        if on_error not in ("raise", "warn"):
+            raise ValueError(f"on_error must be 'raise' or 'warn', got {on_error!r}")
+        self._check_target_spec(target, probe if isinstance(probe, ProbeSet) else None)
+        self.probe: Any = probe
         self.target = target
         self.every_n_epochs = every_n_epochs
         self.chunk_size = chunk_size
+        self.on_error = on_error
+        self.dtype = _attribution_dtype(dtype)
         #: the chunk size in use: ``chunk_size``, halved after an out-of-memory error
         self._chunk_size: Optional[int] = chunk_size
         self._warned: set = set()
@@ -118,7 +142,29 @@ class XAICallback(Callback):
         return self._generate_state_key(**self._state_key_fields())
 
     def _state_key_fields(self) -> Dict[str, Any]:
+        if isinstance(self.probe, ProbeSpec):
+            return {"probe": repr(self.probe)}
         return {"probe": None if self.probe is None else self.probe.fingerprint()}
+
+    # ------------------------------------------------------------------ probe specs (YAML)
+    def _resolve_probe_spec(self, trainer: Any, pl_module: Any, stage: Optional[str] = None) -> bool:
+        """Draw a ``ProbeSpec`` probe from the datamodule or module loaders; True once a ProbeSet is held."""
+        spec = self.probe
+        if not isinstance(spec, ProbeSpec):
+            return spec is not None
+        hook = f"{spec.source}_dataloader"
+        loader = None
+        for owner in (getattr(trainer, "datamodule", None), pl_module):
+            if owner is not None and _is_overridden(owner, hook):
+                loader = getattr(owner, hook)()
+                break
+        if loader is None:  # loaders passed straight to fit/validate: known once the loop starts
+            loader = getattr(trainer, f"{spec.source}_dataloaders", None)
+        if loader is None:
+            return False
+        self.probe = spec.build_from(loader)
+        self._check_target_spec(self.target, self.probe)
+        return True
 
     def _should_run(self, trainer: Any) -> bool:
         if trainer.sanity_checking:
@@ -241,17 +287,30 @@ class XAICallback(Callback):
         cache = cache_for(trainer)
         fp = self.probe.fingerprint()
         target = self._resolve_target(trainer, pl_module)
-        x = self.probe.inputs_for(pl_module)
 
         def key(name: str, options: Mapping[str, Any]) -> Any:
             opts = {k: v for k, v in options.items() if k != "chunk_size"}
-            return ("attr", name, _freeze(opts), fp, self._target_key(), str(x.dtype))
+            return ("attr", name, _freeze(opts), fp, self._target_key(), str(self.dtype))
 
         result: Dict[str, Tensor] = {}
         missing = {m: o for m, o in methods.items() if key(m, o) not in cache}
         for m in methods:
             if m not in missing:
                 result[m] = cache.get(key(m, methods[m]))
+        if not missing:
+            return {m: result[m] for m in methods}
+        x = self.probe.inputs_for(pl_module)
+        with F.computing_in(pl_module, self.dtype, x.device.type) as in_dtype:
+            if x.is_floating_point():
+                x = x.to(in_dtype)
+            self._compute_missing(trainer, pl_module, x, target, missing, key, result)
+        return {m: result[m] for m in methods}
+
+    def _compute_missing(
+        self, trainer: Any, pl_module: nn.Module, x: Tensor, target: Optional[Tensor],
+        missing: Mapping[str, Mapping[str, Any]], key: Callable[..., Any], result: Dict[str, Tensor],
+    ) -> None:
+        cache = cache_for(trainer)
         n = x.shape[0]
         start, stop = _shard_bounds(n, trainer.world_size, trainer.global_rank)
         per = -(-n // max(1, trainer.world_size))
@@ -297,7 +356,6 @@ class XAICallback(Callback):
             result[m] = gather({m: a})[m]
             cache.put(key(m, options), result[m])
             cache.computed[m] += 1
-        return {m: result[m] for m in methods}
 
     def _chunk(self, methods: Mapping[str, Mapping[str, Any]]) -> Optional[int]:
         for o in methods.values():
@@ -322,22 +380,35 @@ class XAICallback(Callback):
             logger.log_metrics(values, step=trainer.global_step)
 
     def _tensorboards(self, trainer: Any) -> List[Any]:
-        return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLoggers)]
 
     def _log_image(self, trainer: Any, tag: str, image: np.ndarray) -> None:
         """An HxWx3 uint8 image to every TensorBoard logger (rank 0); one warning when there is none."""
         if not trainer.is_global_zero:
             return
         writers = self._tensorboards(trainer)
-        if not writers:
-            self._warn_once(
-                "no-tensorboard",
-                f"{type(self).__name__}: no TensorBoardLogger attached, so images such as {tag!r} are not "
-                "logged (scalars still go to your loggers). Add pytorch_lightning.loggers.TensorBoardLogger.",
-            )
-            return
         for w in writers:
             w.add_image(tag, image, global_step=trainer.global_step, dataformats="HWC")
+        others = [lg for lg in trainer.loggers if not isinstance(lg, TensorBoardLoggers)]
+        if writers and not others:
+            return
+        # loggers that take no images (CSV, MLflow-style, none at all): PNG files under the run's log dir
+        root = _png_dir(trainer, others)
+        if root is None:
+            self._warn_once(
+                "no-image-sink",
+                f"{type(self).__name__}: no TensorBoardLogger and no log directory, so images such as {tag!r} "
+                "are skipped (scalars still go to your loggers). Add a TensorBoardLogger to see them.",
+            )
+            return
+        path = os.path.join(root, *tag.split("/")[:-1], f"{tag.split('/')[-1]}_step{trainer.global_step:06d}.png")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _save_png(image, path)
+        self._warn_once(
+            "png-images",
+            f"{type(self).__name__}: images such as {tag!r} are written as PNG files under {root} for the "
+            "loggers that take no images.",
+        )
 
     # ------------------------------------------------------------------ state
     def _probe_state(self) -> Dict[str, Any]:
@@ -355,8 +426,78 @@ class XAICallback(Callback):
             )
 
     # ------------------------------------------------------------------ hooks shared by all
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if self._resolve_probe_spec(trainer, pl_module, stage):
+            self._setup_checks(trainer, pl_module)
+
+    def _setup_checks(self, trainer: Any, pl_module: Any) -> None:
+        """Validate the configuration against the model (subclasses extend it); raises at setup."""
+        self._check_against_model(pl_module)
+
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         cache_for(trainer).start_epoch()
+        if isinstance(self.probe, ProbeSpec) and self._resolve_probe_spec(trainer, pl_module):
+            self._setup_checks(trainer, pl_module)
+
+
+def _png_dir(trainer: Any, loggers: Sequence[Any]) -> Optional[str]:
+    """Where PNG images go for loggers that take none: ``<log_dir>/xai_images`` (None when unknown)."""
+    for lg in loggers:
+        d = getattr(lg, "log_dir", None)
+        if isinstance(d, str) and d:
+            return os.path.join(d, "xai_images")
+    d = getattr(trainer, "log_dir", None) or getattr(trainer, "default_root_dir", None)
+    return os.path.join(d, "xai_images") if d else None
+
+
+def _save_png(image: np.ndarray, path: str) -> None:
+    from PIL import Image
+
+    Image.fromarray(image).save(path, optimize=True)
+
+
+def _attribution_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
+    names = {"float32": torch.float32, "fp32": torch.float32, "32": torch.float32,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
+             "16": torch.float16, "float64": torch.float64, "fp64": torch.float64, "64": torch.float64}
+    if isinstance(dtype, torch.dtype) and dtype in names.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in names:
+        return names[dtype]
+    raise ValueError(
+        f"dtype must be one of 'float32' (default), 'bfloat16', 'float16', 'float64' or a torch dtype; got {dtype!r}"
+    )
+
+
+def _is_overridden(owner: Any, hook: str) -> bool:
+    """Whether a datamodule/LightningModule defines ``hook`` itself (the base classes raise in it)."""
+    for klass in type(owner).__mro__:
+        if hook in klass.__dict__:
+            return klass.__module__.split(".")[0] not in ("pytorch_lightning", "lightning")
+    return False
+
+
+def _guard_hook(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a hook so that with ``on_error="warn"`` a failure warns and training goes on."""
+    import functools
+
+    @functools.wraps(hook)
+    def guarded(self: "XAICallback", trainer: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.on_error == "raise":
+            return hook(self, trainer, *args, **kwargs)
+        try:
+            return hook(self, trainer, *args, **kwargs)
+        except SanityCheckError:
+            raise  # the gate's decision is not an error of the callback
+        except Exception as err:  # noqa: BLE001 - on_error="warn" is the user's choice
+            rank_zero_warn(
+                f"{type(self).__name__}.{hook.__name__} failed and was skipped (on_error='warn'): "
+                f"{type(err).__name__}: {err}"
+            )
+            return None
+
+    guarded._xai_guarded = True  # type: ignore[attr-defined]
+    return guarded
 
 
 def _shard_bounds(n: int, world: int, rank: int) -> Tuple[int, int]:

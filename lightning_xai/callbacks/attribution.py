@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .. import functional as F
-from ..probe import ProbeSet
+from ..probe import ProbeSet, ProbeSpec
 from ._base import TargetSpec, XAICallback, normalize_methods
 
 __all__ = ["AttributionMonitor"]
@@ -42,6 +42,10 @@ class AttributionMonitor(XAICallback):
         max_images: at most this many probe samples in an image grid.
         chunk_size: rows per forward+backward pass (default: the probe size).
         log_images: set False to log only the scalars.
+        dtype: precision of the attributions: ``"float32"`` (default, also for a bf16/fp16 model),
+            ``"bfloat16"`` or ``"float16"`` (autocast: faster, less exact), ``"float64"``.
+        on_error: ``"raise"`` (default) or ``"warn"``: a failure inside an epoch warns and training
+            goes on, the callback's state intact.
 
     Example:
         >>> import torch, pytorch_lightning as pl
@@ -54,15 +58,19 @@ class AttributionMonitor(XAICallback):
 
     def __init__(
         self,
-        probe: ProbeSet,
+        probe: Union[ProbeSet, ProbeSpec],
         methods: Union[str, Sequence[str], Mapping[str, Mapping[str, Any]]] = ("saliency", "integrated_gradients"),
         target: TargetSpec = "predicted",
         every_n_epochs: int = 1,
         max_images: int = 16,
         chunk_size: Optional[int] = None,
         log_images: bool = True,
+        dtype: Union[str, torch.dtype] = "float32",
+        on_error: str = "raise",
     ) -> None:
-        super().__init__(probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size)
+        super().__init__(
+            probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size, dtype=dtype, on_error=on_error
+        )
         self.methods = normalize_methods(methods)
         if not isinstance(max_images, int) or max_images < 1:
             raise ValueError(f"max_images must be a positive int, got {max_images!r}")
@@ -76,8 +84,8 @@ class AttributionMonitor(XAICallback):
         return {**super()._state_key_fields(), "methods": sorted(self.methods)}
 
     # ------------------------------------------------------------------ hooks
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        self._check_against_model(pl_module)
+    def _setup_checks(self, trainer: Any, pl_module: Any) -> None:
+        super()._setup_checks(trainer, pl_module)
         if "grad_cam" in self.methods:
             F.resolve_layer(pl_module, self.methods["grad_cam"].get("layer"))
 

@@ -11,7 +11,7 @@ Example:
     torch.Size([5, 4])
 """
 
-from ._guard import explaining
+from ._guard import computing_in, explaining
 from .attribution import (
     GRADIENT_PASS_METHODS,
     METHODS,
@@ -37,6 +37,7 @@ __all__ = [
     "METHODS",
     "GRADIENT_PASS_METHODS",
     "explaining",
+    "computing_in",
     "attribute",
     "attribute_many",
     "check_method",

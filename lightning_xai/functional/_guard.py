@@ -14,7 +14,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-__all__ = ["explaining"]
+__all__ = ["explaining", "computing_in"]
 
 
 @contextmanager
@@ -46,3 +46,41 @@ def explaining(model: nn.Module) -> Iterator[nn.Module]:
             m.training = training
         for p, requires_grad in flags:
             p.requires_grad_(requires_grad)
+
+
+@contextmanager
+def computing_in(model: nn.Module, dtype: torch.dtype, device_type: str = "cpu") -> Iterator[torch.dtype]:
+    """Compute in ``dtype`` whatever the model's own precision; put everything back exactly afterwards.
+
+    - ``dtype`` lower than the parameters' (bf16/fp16 on an fp32 model): autocast to ``dtype``.
+    - ``dtype`` higher than the parameters' (fp32 on a bf16-true model): floating parameters and
+      buffers are cast up for the duration and cast back; the round trip is exact, the Parameter
+      objects (and so optimizer state) are the same ones.
+
+    Yields the dtype inputs should have.
+
+    Example:
+        >>> net = torch.nn.Linear(2, 1).to(torch.bfloat16)
+        >>> w = net.weight.detach().clone()
+        >>> with computing_in(net, torch.float32) as dtype:
+        ...     y = net(torch.ones(1, 2, dtype=dtype))
+        >>> y.dtype, net.weight.dtype, torch.equal(net.weight, w)
+        (torch.float32, torch.bfloat16, True)
+    """
+    tensors = [t for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()]
+    own = tensors[0].dtype if tensors else torch.float32
+    if dtype == own or not tensors:
+        yield own
+        return
+    if torch.finfo(dtype).bits < torch.finfo(own).bits:
+        with torch.autocast(device_type=device_type, dtype=dtype):
+            yield own
+        return
+    saved = [(t, t.data) for t in tensors]
+    try:
+        for t, data in saved:
+            t.data = data.to(dtype)
+        yield dtype
+    finally:
+        for t, data in saved:
+            t.data = data
