@@ -118,7 +118,7 @@ def trainer(tmp_path, callbacks=(), max_epochs: int = 2, logger=True, **kwargs) 
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
-        deterministic=True,
+        deterministic=kwargs.pop("deterministic", True),
         num_sanity_val_steps=kwargs.pop("num_sanity_val_steps", 0),
         **kwargs,
     )

@@ -142,9 +142,10 @@ class XAICallback(Callback):
         return self._generate_state_key(**self._state_key_fields())
 
     def _state_key_fields(self) -> Dict[str, Any]:
+        fields: Dict[str, Any] = {"target": self._target_key(), "dtype": str(self.dtype).replace("torch.", "")}
         if isinstance(self.probe, ProbeSpec):
-            return {"probe": repr(self.probe)}
-        return {"probe": None if self.probe is None else self.probe.fingerprint()}
+            return {"probe": repr(self.probe), **fields}
+        return {"probe": None if self.probe is None else self.probe.fingerprint(), **fields}
 
     # ------------------------------------------------------------------ probe specs (YAML)
     def _resolve_probe_spec(self, trainer: Any, pl_module: Any, stage: Optional[str] = None) -> bool:
@@ -241,8 +242,10 @@ class XAICallback(Callback):
         def compute() -> Tensor:
             x = self.probe.inputs_for(pl_module)  # type: ignore[union-attr]
             with F.explaining(pl_module), torch.no_grad():
-                out = pl_module(x)
-            out = out[0] if isinstance(out, (tuple, list)) else out
+                out, self._chunk_size = F.with_oom_retry(
+                    lambda c: torch.cat([_first(pl_module(x[s : s + c])) for s in range(0, x.shape[0], c)]),
+                    self._chunk_size, x.shape[0],
+                )
             return out.detach()
 
         return cache_for(trainer).get_or_compute(key, compute)
@@ -438,6 +441,10 @@ class XAICallback(Callback):
         cache_for(trainer).start_epoch()
         if isinstance(self.probe, ProbeSpec) and self._resolve_probe_spec(trainer, pl_module):
             self._setup_checks(trainer, pl_module)
+
+
+def _first(out: Any) -> Tensor:
+    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def _png_dir(trainer: Any, loggers: Sequence[Any]) -> Optional[str]:
