@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from contextlib import ExitStack
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -183,14 +184,21 @@ class XAICallback(Callback):
         assert self.probe is not None
         key = ("__outputs__", self.probe.fingerprint())
 
+        cache = cache_for(trainer)
+
         def compute() -> Tensor:
             x = self.probe.inputs_for(pl_module)  # type: ignore[union-attr]
-            with F.explaining(pl_module), torch.no_grad():
+            # callbacks that only watch the forward (DeadReLUMonitor) ride on this one pass
+            taps = cache.taps_for(key[1])
+            with ExitStack() as stack, F.explaining(pl_module), torch.no_grad():
+                watchers = [(k, stack.enter_context(factory(pl_module))) for k, factory in taps]
                 out = pl_module(x)
+            for k, watcher in watchers:
+                cache.put(k, watcher)
             out = out[0] if isinstance(out, (tuple, list)) else out
             return out.detach()
 
-        return cache_for(trainer).get_or_compute(key, compute)
+        return cache.get_or_compute(key, compute)
 
     def _resolve_target(self, trainer: Any, pl_module: nn.Module) -> Optional[Tensor]:
         assert self.probe is not None
