@@ -163,3 +163,21 @@ def loader(ds: TensorDataset, batch_size: int = 8) -> DataLoader:
 
 def hooks_on(model: nn.Module) -> bool:
     return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+class BranchNet(RankNet):
+    """RankNet plus a layer ``extra`` that only runs on batches holding a sample with x1 = 1 (rank 1's
+    shard under 2-rank DDP): the ranks see different sets of ReLU layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.extra = nn.Linear(2, 4)
+        with torch.no_grad():
+            self.extra.weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]))
+            self.extra.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.fc2(TF.relu(self.fc1(x)))
+        if bool((x[:, 1] > 0).any()):
+            out = out + TF.relu(self.extra(x))[:, :2]
+        return out

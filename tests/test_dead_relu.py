@@ -401,3 +401,14 @@ def test_histograms_without_tensorboard_warn_once(tmp_path):
         trainer.fit(DenseNet(dead=[0]), loader(dense_data()), loader(dense_data(seed=1)))
     assert len([w for w in caught if "histograms are not logged" in str(w.message)]) == 1
     assert np.isclose(float(trainer.callback_metrics["xai/dead_relu/all"]), 0.1)
+
+
+def test_early_stopping_can_monitor_the_dead_fraction(tmp_path):
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    stop = EarlyStopping(monitor="xai/dead_relu/all", mode="min", patience=1, strict=True)
+    trainer = _trainer(tmp_path, [DeadReLUMonitor(source="validation"), stop], epochs=6, logger=False)
+    trainer.fit(DenseNet(dead=[0, 1], lr=0.0), loader(dense_data()), loader(dense_data(seed=1)))
+    # the fraction stays 0.2 (lr=0): no improvement after epoch 0, so patience 1 stops after epoch 1
+    assert trainer.current_epoch == 2 and stop.stopped_epoch == 1
+    assert float(stop.best_score) == pytest.approx(0.2)

@@ -148,7 +148,7 @@ class ReLUCounts:
         positive: ``(U,)`` how many times each unit was > 0.
         abs_sum: ``(U,)`` sum of ``|activation|`` of each unit (float64).
         positions: how many values each unit was observed at (samples x spatial / sequence positions).
-        nonfinite: how many NaN or infinite activations the layer produced.
+        nonfinite: how many times a unit's activations held NaN or infinity (per forward call).
         unit: ``"neuron"``, ``"channel"`` or ``"feature"`` (last dim of a sequence).
     """
 
@@ -573,9 +573,13 @@ class ReLURecorder:
             self._names[key] = name
         dims = [d for d in range(act.dim()) if d != unit_dim]
         positive = (act > 0).sum(dim=dims) if dims else (act > 0).long()
-        dtype = torch.float32 if act.device.type == "mps" else torch.float64
-        abs_sum = act.abs().sum(dim=dims, dtype=dtype) if dims else act.abs().to(dtype)
-        nonfinite = (~torch.isfinite(act)).sum() if act.is_floating_point() else 0
+        # a rectified activation is >= 0 (or NaN), so |act| is act: one reduction, in float32 (float64
+        # inputs stay float64), accumulated across calls in float64
+        wide = torch.float64 if act.dtype == torch.float64 else torch.float32
+        batch_sum = act.sum(dim=dims, dtype=wide) if dims else act.to(wide)
+        nonfinite = (~torch.isfinite(batch_sum)).sum()  # NaN / inf anywhere in a unit shows in its sum
+        acc = torch.float32 if act.device.type == "mps" else torch.float64
+        abs_sum = batch_sum.to(acc)
         positions = act.numel() // units
         c = self.counts.get(name)
         if c is None:
