@@ -152,6 +152,26 @@ def test_sequence_outputs_count_the_last_dimension():
     assert s.layers["conv"].unit == "channel" and s.layers["conv"].units == 4 and s.layers["conv"].positions == 14
 
 
+def test_what_counts_as_a_relu():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c, self.d, self.e = (nn.Linear(3, 4) for _ in range(5))
+            self.tanh_like = nn.Hardtanh(-1.0, 1.0)  # not a rectifier
+            self.clip = nn.Hardtanh(0.0, 2.0)  # a ReLU clipped at 2, like ReLU6
+            self.score = nn.Linear(3, 1)
+
+        def forward(self, x):
+            h = TF.hardtanh(self.a(x), 0.0, 6.0) + TF.hardtanh(self.b(x)) + self.tanh_like(self.c(x))
+            h = h + self.clip(self.d(x)) + TF.leaky_relu(self.e(x))
+            return h.sum(1) + torch.relu(self.score(x).squeeze(1))  # (N,): one unit
+
+    s = F.dead_relu_stats(Net(), torch.randn(5, 3))
+    # the last one has no producing module (squeeze made a new tensor): the caller's 2nd functional ReLU
+    assert list(s.layers) == ["a", "d", "relu1"]
+    assert (s.layers["relu1"].units, s.layers["relu1"].positions) == (1, 5)
+
+
 def test_naming_of_functional_and_shared_relus():
     class Net(nn.Module):
         def __init__(self):

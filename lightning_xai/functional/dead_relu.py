@@ -128,12 +128,15 @@ def _is_relu_module(module: nn.Module) -> bool:
 
 
 def _relu_call(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
-    if func in _RELU_FUNCS:
-        return True
-    if func is _HARDTANH:
-        lo = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
-        hi = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
-        return float(lo) == 0.0 and float(hi) > 0.0
+    try:
+        if func in _RELU_FUNCS:
+            return True
+        if func is _HARDTANH:
+            lo = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
+            hi = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
+            return float(lo) == 0.0 and float(hi) > 0.0
+    except (TypeError, ValueError):  # an unhashable callable, odd arguments: not a ReLU we know
+        pass
     return False
 
 
@@ -547,6 +550,8 @@ class ReLURecorder:
         act = output.detach()
         if act.dim() == 0 or act.numel() == 0:
             return
+        if act.dim() == 1:  # (N,): one unit seen at N positions
+            act = act.unsqueeze(1)
         producer = self._producer(inp)
         unit_dim, unit = self._unit_dim(act, producer)
         units = act.shape[unit_dim]
@@ -554,21 +559,19 @@ class ReLURecorder:
             # one layer per (producer, ReLU); the call index is dropped so that a ReLU applied to
             # a shared layer in a loop accumulates into that layer
             key: Tuple[Any, ...] = ("producer", producer.name, site[:2], units)
-            label = fallback
             base = producer.name or type(producer.module).__name__
         else:
             key = ("site", site, units)
-            label = fallback
             base = fallback
         name = self._names.get(key)
         if name is None:
             taken = set(self._names.values())
             name = base
             if name in taken:
-                name = f"{base}@{label}"
+                name = f"{base}@{fallback}"
             k = 2
             while name in taken:
-                name = f"{base}@{label}#{k}"
+                name = f"{base}@{fallback}#{k}"
                 k += 1
             self._names[key] = name
         dims = [d for d in range(act.dim()) if d != unit_dim]
@@ -593,8 +596,6 @@ class ReLURecorder:
 
     @staticmethod
     def _unit_dim(act: Tensor, producer: Optional[_Produced]) -> Tuple[int, str]:
-        if act.dim() == 1:  # (N,): one unit
-            return 0, "neuron"
         if act.dim() == 2:
             return 1, "neuron"
         if act.dim() >= 4:
