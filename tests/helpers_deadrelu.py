@@ -11,7 +11,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import pytorch_lightning as pl
 
-RELU_KINDS = ("module", "inplace", "relu6", "functional", "functional_inplace", "torch", "torch_", "tensor", "tensor_", "relu6_fn")
+RELU_KINDS = (
+    "module", "inplace", "relu6", "functional", "functional_inplace", "torch", "torch_", "tensor", "tensor_", "relu6_fn"
+)
 
 
 def _rectify(kind: str, x: torch.Tensor, module: nn.Module) -> torch.Tensor:

@@ -76,7 +76,9 @@ def test_k_of_n_dead_channels_for_conv(channels, dead):
 
 def test_counts_match_a_direct_computation_on_random_weights():
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(2, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 4 * 4, 9), nn.ReLU6())
+    net = nn.Sequential(
+        nn.Conv2d(2, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 4 * 4, 9), nn.ReLU6()
+    )
     net.eval()
     x = torch.randn(7, 2, 6, 6)
     with torch.no_grad(), F.ReLURecorder(net) as rec:

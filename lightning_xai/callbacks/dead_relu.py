@@ -138,7 +138,9 @@ class DeadReLUMonitor(XAICallback):
             self._tap = self._tap_key()
             cache_for(trainer).add_tap(self._tap, self.probe.fingerprint(), F.ReLURecorder)
 
-    def on_validation_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         if self._recorder is not None and not self._recorder.installed:
             self._recorder.__enter__()
 
@@ -205,9 +207,10 @@ class DeadReLUMonitor(XAICallback):
             return counts
         device = getattr(pl_module, "device", torch.device("cpu"))
         layout, vector = F.pack_relu_counts(counts, device=device)
+        # every rank sees every rank's layout signature, so all take the same branch below
         sig = float(zlib.crc32(repr(layout).encode()))
-        check = trainer.strategy.reduce(torch.tensor([sig, -sig], dtype=torch.float64, device=device), reduce_op="max")
-        if float(check[0]) == -float(check[1]):
+        sigs = trainer.strategy.all_gather(torch.tensor([sig], dtype=torch.float64, device=device))
+        if bool((sigs == sig).all()):
             total = trainer.strategy.reduce(vector.clone(), reduce_op="sum")
             return F.unpack_relu_counts(layout, total)
         # ranks saw different layers (data-dependent control flow): gather all and merge by name
@@ -219,7 +222,9 @@ class DeadReLUMonitor(XAICallback):
             )
             return counts
         local = {
-            k: F.ReLUCounts(c.positive.cpu(), c.abs_sum.cpu(), int(c.positions), int(torch.as_tensor(c.nonfinite)), c.unit)
+            k: F.ReLUCounts(
+                c.positive.cpu(), c.abs_sum.cpu(), int(c.positions), int(torch.as_tensor(c.nonfinite)), c.unit
+            )
             for k, c in counts.items()
         }
         parts: List[Any] = [None] * torch.distributed.get_world_size()
@@ -236,6 +241,13 @@ class DeadReLUMonitor(XAICallback):
                 "relu_, F.relu6 are caught), so there is nothing to log; remove the callback for this model",
             )
             return
+        broken = [k for k, s in summary.layers.items() if s.nonfinite]
+        if broken:
+            self._warn_once(
+                "nonfinite",
+                f"DeadReLUMonitor: the activations of {', '.join(broken[:3])} held NaN or infinity at epoch "
+                f"{trainer.current_epoch}; their dead fractions (and xai/dead_relu/all) are logged as NaN",
+            )
         names = self._tag_names(summary.layers)
         scalars: Dict[str, float] = {}
         for layer, stats in summary.layers.items():
