@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from contextlib import ExitStack
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -239,16 +240,26 @@ class XAICallback(Callback):
         assert self.probe is not None
         key = ("__outputs__", self.probe.fingerprint())
 
+        cache = cache_for(trainer)
+
         def compute() -> Tensor:
             x = self.probe.inputs_for(pl_module)  # type: ignore[union-attr]
+            # callbacks that only watch the forward (DeadReLUMonitor) ride on this one pass
+            taps = cache.taps_for(key[1])
+
+            def attempt(c: int) -> Tuple[Tensor, List[Tuple[Any, Any]]]:
+                with ExitStack() as stack:  # fresh watchers for each attempt: a retry never double-counts
+                    watchers = [(k, stack.enter_context(factory(pl_module))) for k, factory in taps]
+                    out = torch.cat([_first(pl_module(x[s : s + c])) for s in range(0, x.shape[0], c)])
+                return out, watchers
+
             with F.explaining(pl_module), torch.no_grad():
-                out, self._chunk_size = F.with_oom_retry(
-                    lambda c: torch.cat([_first(pl_module(x[s : s + c])) for s in range(0, x.shape[0], c)]),
-                    self._chunk_size, x.shape[0],
-                )
+                (out, watchers), self._chunk_size = F.with_oom_retry(attempt, self._chunk_size, x.shape[0])
+            for k, watcher in watchers:
+                cache.put(k, watcher)
             return out.detach()
 
-        return cache_for(trainer).get_or_compute(key, compute)
+        return cache.get_or_compute(key, compute)
 
     def _resolve_target(self, trainer: Any, pl_module: nn.Module) -> Optional[Tensor]:
         assert self.probe is not None

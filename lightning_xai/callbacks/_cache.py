@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import weakref
 from collections import Counter
-from typing import Any, Callable, Dict, Hashable
+from typing import Any, Callable, Dict, Hashable, List, Tuple
 
 __all__ = ["AttributionCache", "cache_for"]
 
@@ -20,6 +20,8 @@ class AttributionCache:
         self._used = False
         #: how many times each method was actually computed (tests and benchmarks read it)
         self.computed: Counter = Counter()
+        #: watchers of the shared probe forward (``XAICallback._outputs``): {key: (probe fingerprint, factory)}
+        self._taps: Dict[Hashable, Tuple[str, Callable[[Any], Any]]] = {}
 
     def start_epoch(self) -> None:
         """Called by every callback at ``on_validation_epoch_start``; only the first of a run clears."""
@@ -41,6 +43,19 @@ class AttributionCache:
             value = compute()
             self.put(key, value)
         return value
+
+    # taps: a callback that wants to watch the probe's forward pass (e.g. count ReLUs) instead of
+    # running its own registers ``factory(model) -> context manager`` at on_validation_epoch_start;
+    # the one probe forward of the epoch enters it, and what its ``__enter__`` returned is stored
+    # under ``key``. Taps live outside the store (start_epoch does not clear them): the owner removes them.
+    def add_tap(self, key: Hashable, fingerprint: str, factory: Callable[[Any], Any]) -> None:
+        self._taps[key] = (fingerprint, factory)
+
+    def remove_tap(self, key: Hashable) -> None:
+        self._taps.pop(key, None)
+
+    def taps_for(self, fingerprint: str) -> List[Tuple[Hashable, Callable[[Any], Any]]]:
+        return [(k, f) for k, (fp, f) in self._taps.items() if fp == fingerprint]
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._store

@@ -29,6 +29,17 @@ from .attribution import (
     saliency,
     smoothgrad,
 )
+from .dead_relu import (
+    LayerReLUStats,
+    ReLUCounts,
+    ReLURecorder,
+    ReLUSummary,
+    dead_relu_stats,
+    merge_relu_counts,
+    pack_relu_counts,
+    relu_statistics,
+    unpack_relu_counts,
+)
 from .faults import is_out_of_memory, with_oom_retry
 from .render import bar_chart, color_scale, colormap, is_signed, overlay_grid
 from .summary import entropy, gini, global_importance, summarize, top_mass
@@ -63,4 +74,13 @@ __all__ = [
     "global_importance",
     "summarize",
     "top_mass",
+    "ReLURecorder",
+    "ReLUCounts",
+    "LayerReLUStats",
+    "ReLUSummary",
+    "relu_statistics",
+    "dead_relu_stats",
+    "pack_relu_counts",
+    "unpack_relu_counts",
+    "merge_relu_counts",
 ]
