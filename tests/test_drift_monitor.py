@@ -353,3 +353,34 @@ def test_reference_epoch_never_validated_warns(probe):
         _fit([drift2], max_epochs=4, check_val_every_n_epoch=2)
     assert drift2.reference is None
     del caught
+
+
+# ------------------------------------------------------------------------------------ the example
+def test_tabular_example_leak_shows_in_the_drift(tmp_path):
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "example_trainers", "tabular.py")
+    spec = importlib.util.spec_from_file_location("tabular_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)  # type: ignore[union-attr]
+    threads = torch.get_num_threads()
+    try:
+        drift = example.main(
+            ["--leak", "--epochs", "9", "--leak-epoch", "6", "--quiet", "--logdir", str(tmp_path), "--threads", "1"]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    names = drift.trajectory()[2]
+    j = names.index(example.LEAK_FEATURE)
+    epochs = [h["epoch"] for h in drift.history]
+    assert epochs == [3, 4, 5, 6, 7, 8] and drift.reference["epoch"] == 3
+    imp = {h["epoch"]: h["importance"] for h in drift.history}
+    rank = {e: int((v > v[j]).sum()) + 1 for e, v in imp.items()}
+    assert float(imp[8][j]) > 2 * float(imp[5][j])  # the leaked feature's importance jumps
+    assert rank[5] > 5 and rank[8] <= 2  # from the pack to the top
+    js_prev = [F.js_divergence(imp[e - 1], imp[e]) for e in epochs[1:]]
+    assert max(js_prev) == js_prev[epochs[1:].index(6)]  # the largest move is at the leak epoch
+    acc = EventAccumulator(os.path.join(str(tmp_path), "tabular_leak", "version_0"), size_guidance={"scalars": 0})
+    acc.Reload()
+    curve = [e.value for e in acc.Scalars("xai/importance/integrated_gradients/mean_fractal_dimension")]
+    assert curve == pytest.approx([float(imp[e][j]) for e in epochs], rel=1e-5)
