@@ -121,7 +121,7 @@ def trainer(callbacks: List[Any], max_epochs: int = 3, logger: Any = False, **kw
         callbacks=callbacks,
         logger=logger,
         accelerator="cpu",
-        devices=1,
+        devices=kwargs.pop("devices", 1),
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=kwargs.pop("enable_checkpointing", False),

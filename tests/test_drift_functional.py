@@ -332,3 +332,26 @@ def test_drift_module_imports_without_lightning():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "0.5"
+
+
+# ------------------------------------------------------------------------------------ trajectory picture
+def test_heatmap_chart_layout_nan_and_row_cap():
+    m = torch.zeros(3, 4)
+    m[1, 2] = 1.0
+    m[2, 0] = float("nan")
+    img = F.heatmap_chart(m, ["a", "b", "c"], ["0", "1", "2", "3"])
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+    # cells: label column 150 + pad 6, cell width 28 (480 // 4 capped), rows 13 px from y = 6
+    def cell(r, c):  # noqa: ANN001, ANN202
+        return img[6 + 13 * r + 6, 156 + 28 * c + 14]
+    assert tuple(cell(2, 0)) == (200, 200, 200)  # NaN: grey
+    assert tuple(cell(1, 2)) == tuple((F.colormap(np.array(1.0), False) * 255).astype(np.uint8))  # the max: yellow
+    assert tuple(cell(0, 0)) == tuple((F.colormap(np.array(0.0), False) * 255).astype(np.uint8))  # zero: dark
+    many = torch.rand(100, 5)
+    many[77] = 5.0
+    small = F.heatmap_chart(many, [f"r{i}" for i in range(100)], max_rows=10)
+    assert small.shape[0] < F.heatmap_chart(many, [f"r{i}" for i in range(100)]).shape[0]
+    with pytest.raises(ValueError, match="row labels"):
+        F.heatmap_chart(torch.rand(2, 2), ["only one"])
+    with pytest.raises(ValueError, match="non-empty"):
+        F.heatmap_chart(torch.rand(0, 2))

@@ -263,6 +263,25 @@ def test_early_stopping_and_model_checkpoint_monitor_drift(tmp_path, probe):
     _fit([drift, stop], max_epochs=6)
     assert [h["epoch"] for h in drift.history] == [0, 1]  # stopped at the first 'prev' value (<= 1.0)
 
+    # the documented drift alarm: stop when NDCG against the reference falls below 0.9
+    def alarm():  # noqa: ANN202
+        return EarlyStopping(monitor="xai/drift/saliency/ndcg/ref", mode="max", divergence_threshold=0.9, patience=10**9)
+
+    calm = FeatureDriftMonitor(probe, method="saliency", metrics=["ndcg"])
+    _fit([calm, alarm()], max_epochs=5)
+    ndcg_ref = [F.ndcg(calm.history[0]["importance"], h["importance"]) for h in calm.history]
+    assert len(calm.history) == 5 and min(ndcg_ref) >= 0.9  # no drift: trains to the end (patience off)
+    default = FeatureDriftMonitor(probe, method="saliency", metrics=["ndcg"])
+    _fit([default, EarlyStopping(monitor="xai/drift/saliency/ndcg/ref", mode="max", divergence_threshold=0.9)], max_epochs=5)
+    assert len(default.history) == 4  # why the recipe turns patience off: 3 epochs without beating 1.0
+    least = int(torch.argmin(calm.history[0]["importance"]))
+    odd_one = torch.zeros(len(FEATURES))
+    odd_one[least] = 1.0  # a reference that puts everything on the feature the model uses least
+    alarmed = FeatureDriftMonitor(probe, method="saliency", metrics=["ndcg"], reference=odd_one)
+    _fit([alarmed, alarm()], max_epochs=4)
+    assert [h["epoch"] for h in alarmed.history] == [0]  # NDCG = 1 / log2(7) < 0.9 at once
+    assert F.ndcg(odd_one, alarmed.history[0]["importance"]) == pytest.approx(1 / math.log2(7))
+
     log = RecordingLogger()
     best = ModelCheckpoint(dirpath=str(tmp_path), monitor="xai/drift/saliency/spearman/ref", mode="max", save_top_k=1)
     _fit([FeatureDriftMonitor(probe, method="saliency"), best], max_epochs=3, logger=log, enable_checkpointing=True)
@@ -384,3 +403,33 @@ def test_tabular_example_leak_shows_in_the_drift(tmp_path):
     acc.Reload()
     curve = [e.value for e in acc.Scalars("xai/importance/integrated_gradients/mean_fractal_dimension")]
     assert curve == pytest.approx([float(imp[e][j]) for e in epochs], rel=1e-5)
+
+
+def test_grad_cam_at_layer_resolution(probe):
+    tr, va = image_data()
+    img_probe = ProbeSet(va.tensors[0][:6], va.tensors[1][:6])
+    drift = FeatureDriftMonitor(img_probe, method={"grad_cam": {"upsample": False}}, grid=(2, 2), metrics=["spearman", "map_ssim"])
+    for epoch in range(2):
+        drift.update(epoch, torch.rand(6, 1, 4, 4))  # (N, 1, h, w) maps at a conv layer's resolution
+    assert drift.trajectory()[2] == ["ch0[0,0]", "ch0[0,1]", "ch0[1,0]", "ch0[1,1]"]
+    assert drift.trajectory_image().shape[2] == 3
+    fixed = FeatureDriftMonitor(img_probe, method="grad_cam", grid=(2, 2), reference=torch.rand(4))
+    with pytest.raises(ValueError, match="reference has 4 importance values.*give 2"):
+        fixed.update(0, torch.rand(6, 1, 1, 4))  # a 1x4 map: the 2x2 grid is clipped to 1x2 cells
+
+
+# ------------------------------------------------------------------------------------ DDP
+def test_ddp_spawn_writes_each_tag_once(tmp_path, probe):
+    drift = FeatureDriftMonitor(probe, method="saliency", metrics=["spearman", "js_divergence", "map_ssim"])
+    logger = TensorBoardLogger(str(tmp_path), name="ddp", version=0)
+    tr, va = tabular_data()
+    torch.manual_seed(0)
+    t = trainer([drift], max_epochs=2, logger=logger, strategy="ddp_spawn", devices=2)
+    t.fit(TabularNet(), *loaders(tr, va))
+    acc = EventAccumulator(logger.log_dir, size_guidance={"scalars": 0})
+    acc.Reload()
+    for tag in ("xai/drift/saliency/spearman/ref", "xai/drift/saliency/map_ssim/ref", "xai/importance/saliency/age"):
+        steps = [e.step for e in acc.Scalars(tag)]
+        assert len(steps) == 2 and len(set(steps)) == 2, (tag, steps)  # once per epoch, not once per rank
+    assert len(acc.Scalars("xai/drift/saliency/js_divergence/prev")) == 1
+    assert acc.Scalars("xai/drift/saliency/spearman/ref")[0].value == pytest.approx(1.0)

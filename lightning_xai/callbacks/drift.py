@@ -94,6 +94,13 @@ class FeatureDriftMonitor(XAICallback):
     - the image ``xai/drift/<method>/trajectory`` (TensorBoard): features x epochs heatmap of each
       feature's share of the total importance.
 
+    To stop training when the explanations drift, as SageMaker Clarify alerts when NDCG falls
+    below 0.90: ``EarlyStopping(monitor="xai/drift/integrated_gradients/ndcg/ref", mode="max",
+    divergence_threshold=0.9, patience=10**9)``. The large patience switches off EarlyStopping's
+    no-improvement rule, which would otherwise fire a few epochs after the reference epoch, where
+    every ``ref`` metric is at its best. A ``prev`` tag is missing at the first monitored epoch:
+    monitor it with ``strict=False``.
+
     The attributions come from the per-trainer cache: with an
     :class:`~lightning_xai.callbacks.AttributionMonitor` that computes the same method (same options,
     probe and target), they are computed once per epoch for both.
@@ -301,6 +308,15 @@ class FeatureDriftMonitor(XAICallback):
         """Add one epoch's attributions of the probe; return the tags and values to log."""
         importance = F.feature_importance(attributions, self.grid)
         maps = F.per_sample_maps(attributions)
+        if importance.numel() != len(self._names):  # e.g. grad_cam(upsample=False): the layer's resolution
+            self._names = F.importance_names(tuple(attributions.shape[1:]), self.grid)
+            self._tag_names = _unique([_tag_name(n) for n in self._names])
+        if self._reference is not None and self._reference["importance"].numel() != importance.numel():
+            raise ValueError(
+                f"FeatureDriftMonitor: the reference has {self._reference['importance'].numel()} importance values, "
+                f"the {self.method} attributions of shape {tuple(attributions.shape)} give {importance.numel()}: "
+                "build the reference from attributions of the same method, options and grid"
+            )
         prefix = f"xai/drift/{self.method}"
         scores: Dict[str, float] = {}
         if self.history:

@@ -278,7 +278,7 @@ def heatmap_chart(
         )
     keep = np.arange(rows)
     if rows > max_rows:
-        peak = np.nan_to_num(np.nanmax(np.where(np.isnan(m), -np.inf, m), axis=1), nan=-np.inf, neginf=-np.inf)
+        peak = np.where(np.isnan(m), -np.inf, m).max(axis=1)
         keep = np.sort(np.argsort(-peak, kind="stable")[:max_rows])
         m = m[keep]
         row_labels = [row_labels[i] for i in keep]
