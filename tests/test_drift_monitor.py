@@ -433,3 +433,11 @@ def test_ddp_spawn_writes_each_tag_once(tmp_path, probe):
         assert len(steps) == 2 and len(set(steps)) == 2, (tag, steps)  # once per epoch, not once per rank
     assert len(acc.Scalars("xai/drift/saliency/js_divergence/prev")) == 1
     assert acc.Scalars("xai/drift/saliency/spearman/ref")[0].value == pytest.approx(1.0)
+
+
+def test_maps_of_another_shape_are_skipped_with_a_warning(probe):
+    drift = FeatureDriftMonitor(probe, method="saliency", metrics=["spearman", "map_ssim"])
+    drift.update(0, torch.rand(len(probe), len(FEATURES)))
+    with pytest.warns(UserWarning, match="do not match"):
+        scores = drift.update(1, torch.rand(len(probe) - 2, len(FEATURES)))
+    assert "xai/drift/saliency/spearman/prev" in scores and "xai/drift/saliency/map_ssim/prev" not in scores

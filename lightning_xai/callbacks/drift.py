@@ -321,7 +321,8 @@ class FeatureDriftMonitor(XAICallback):
         scores: Dict[str, float] = {}
         if self.history:
             prev = F.drift_scores(
-                self.history[-1]["importance"], importance, self._last_maps, maps, self.metrics, self.top_k
+                self.history[-1]["importance"], importance, self._same_shape(self._last_maps, maps), maps,
+                self.metrics, self.top_k,
             )
             scores.update({f"{prefix}/{m}/prev": v for m, v in prev.items()})
         if self._reference is None and (
@@ -330,7 +331,8 @@ class FeatureDriftMonitor(XAICallback):
             self._reference = {"epoch": epoch, "importance": importance, "maps": maps}
         if self._reference is not None:
             ref = F.drift_scores(
-                self._reference["importance"], importance, self._reference.get("maps"), maps, self.metrics, self.top_k
+                self._reference["importance"], importance, self._same_shape(self._reference.get("maps"), maps), maps,
+                self.metrics, self.top_k,
             )
             scores.update({f"{prefix}/{m}/ref": v for m, v in ref.items()})
         elif self._reference_epoch is not None and epoch > self._reference_epoch:
@@ -346,6 +348,17 @@ class FeatureDriftMonitor(XAICallback):
         self._last_maps = maps
         self.last_scores = scores
         return scores
+
+    def _same_shape(self, stored: Optional[Tensor], maps: Tensor) -> Optional[Tensor]:
+        """Stored per-sample maps if they match this epoch's; else None (map metrics skipped, warned once)."""
+        if stored is None or stored.shape == maps.shape:
+            return stored
+        self._warn_once(
+            "maps-shape",
+            f"FeatureDriftMonitor: stored per-sample maps of shape {tuple(stored.shape)} do not match this epoch's "
+            f"{tuple(maps.shape)} (another probe?); the map_* metrics are skipped for them",
+        )
+        return None
 
     @property
     def reference(self) -> Optional[Dict[str, Any]]:
