@@ -2,5 +2,6 @@
 
 from .attribution import AttributionMonitor
 from .dead_relu import DeadReLUMonitor
+from .drift import FeatureDriftMonitor
 
-__all__ = ["AttributionMonitor", "DeadReLUMonitor"]
+__all__ = ["AttributionMonitor", "DeadReLUMonitor", "FeatureDriftMonitor"]

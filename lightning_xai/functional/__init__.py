@@ -41,7 +41,24 @@ from .dead_relu import (
     unpack_relu_counts,
 )
 from .faults import is_out_of_memory, with_oom_retry
-from .render import bar_chart, color_scale, colormap, is_signed, overlay_grid
+from .drift import (
+    DRIFT_METRICS,
+    MAP_METRICS,
+    VECTOR_METRICS,
+    DegenerateInputWarning,
+    check_metrics,
+    drift_scores,
+    feature_importance,
+    importance_names,
+    js_divergence,
+    map_spearman,
+    map_ssim,
+    ndcg,
+    per_sample_maps,
+    rank_correlation,
+    topk_overlap,
+)
+from .render import bar_chart, color_scale, colormap, heatmap_chart, is_signed, overlay_grid
 from .summary import entropy, gini, global_importance, summarize, top_mass
 
 __all__ = [
@@ -64,7 +81,23 @@ __all__ = [
     "smoothgrad",
     "is_out_of_memory",
     "with_oom_retry",
+    "DRIFT_METRICS",
+    "MAP_METRICS",
+    "VECTOR_METRICS",
+    "DegenerateInputWarning",
+    "check_metrics",
+    "drift_scores",
+    "feature_importance",
+    "importance_names",
+    "js_divergence",
+    "map_spearman",
+    "map_ssim",
+    "ndcg",
+    "per_sample_maps",
+    "rank_correlation",
+    "topk_overlap",
     "bar_chart",
+    "heatmap_chart",
     "color_scale",
     "colormap",
     "is_signed",

@@ -4,6 +4,7 @@
   below), small inputs upscaled with nearest-neighbour so that 8x8 digits stay legible; a colour
   scale ``vmax`` that the caller keeps fixed across epochs; a colour bar as legend; optional labels.
 - :func:`bar_chart`: one horizontal bar per feature (tabular inputs), feature names as labels.
+- :func:`heatmap_chart`: a labelled matrix (e.g. features x epochs of importance), viridis, colour bar.
 
 Colormaps are colour-blind safe: viridis for unsigned maps, a blue-white-red diverging map
 (ColorBrewer RdBu) for signed ones. Text is drawn with Pillow when it is installed; without it the
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["colormap", "overlay_grid", "bar_chart", "color_scale", "is_signed"]
+__all__ = ["colormap", "overlay_grid", "bar_chart", "heatmap_chart", "color_scale", "is_signed"]
 
 _VIRIDIS = np.array(
     [
@@ -242,3 +243,68 @@ def bar_chart(
         texts.append((pad, y + 1, str(names[i])[:24], (0, 0, 0)))
         texts.append((label_w + length + 4, y + 1, f"{v[i]:.3g}", (60, 60, 60)))
     return _draw_text(img, texts)
+
+
+def heatmap_chart(
+    matrix: Tensor,
+    row_labels: Optional[Sequence[str]] = None,
+    col_labels: Optional[Sequence[str]] = None,
+    title: Optional[str] = None,
+    vmax: Optional[float] = None,
+    max_rows: int = 64,
+) -> np.ndarray:
+    """A labelled heatmap of a ``(rows, columns)`` matrix of values >= 0, as an HxWx3 uint8 array.
+
+    Made for importance trajectories: one row per feature, one column per epoch. Colour is viridis
+    from 0 to ``vmax`` (default: the largest finite value); NaN cells are grey. With more than
+    ``max_rows`` rows, the rows with the largest maxima are kept (in their original order). Column
+    labels are written under every column while they fit, else under every n-th.
+
+    Example:
+        >>> import torch
+        >>> img = heatmap_chart(torch.rand(5, 3), [f"f{i}" for i in range(5)], ["0", "1", "2"], title="t")
+        >>> img.dtype, img.shape[2]
+        (dtype('uint8'), 3)
+    """
+    m = np.asarray(torch.as_tensor(matrix).detach().double().cpu().numpy(), dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] == 0 or m.shape[1] == 0:
+        raise ValueError(f"heatmap_chart needs a non-empty (rows, columns) matrix, got shape {m.shape}")
+    rows, cols = m.shape
+    row_labels = list(row_labels) if row_labels is not None else [str(i) for i in range(rows)]
+    col_labels = list(col_labels) if col_labels is not None else [str(j) for j in range(cols)]
+    if len(row_labels) != rows or len(col_labels) != cols:
+        raise ValueError(
+            f"{len(row_labels)} row labels and {len(col_labels)} column labels for a {rows}x{cols} matrix"
+        )
+    keep = np.arange(rows)
+    if rows > max_rows:
+        peak = np.where(np.isnan(m), -np.inf, m).max(axis=1)
+        keep = np.sort(np.argsort(-peak, kind="stable")[:max_rows])
+        m = m[keep]
+        row_labels = [row_labels[i] for i in keep]
+    finite = m[np.isfinite(m)]
+    top = float(finite.max()) if finite.size else 1.0
+    vmax = float(vmax) if vmax is not None and vmax > 0 else (top if top > 0 else 1.0)
+    label_w, cell_h, pad = 150, 13, 6
+    cell_w = int(np.clip(480 // cols, 4, 28))
+    title_h = 18 if title else 0
+    axis_h = 14
+    width = label_w + cols * cell_w + 2 * pad
+    height = title_h + pad + len(keep) * cell_h + axis_h + pad
+    img = np.full((height, max(width, 240), 3), 255, dtype=np.uint8)
+    colors = (colormap(np.clip(m / vmax, 0, 1), signed=False) * 255).astype(np.uint8)
+    colors[~np.isfinite(m)] = 200
+    y0, x0 = title_h + pad, label_w + pad
+    block = colors.repeat(cell_h, axis=0).repeat(cell_w, axis=1)
+    img[y0 : y0 + block.shape[0], x0 : x0 + block.shape[1]] = block
+    texts: List[tuple] = []
+    if title:
+        texts.append((pad, 2, title, (0, 0, 0)))
+    for r, name in enumerate(row_labels):
+        texts.append((pad, y0 + r * cell_h, str(name)[:24], (0, 0, 0)))
+    every = max(1, int(np.ceil(cols * 22 / max(cols * cell_w, 1))))
+    y_axis = y0 + len(keep) * cell_h + 1
+    for c in range(0, cols, every):
+        texts.append((x0 + c * cell_w, y_axis, str(col_labels[c]), (60, 60, 60)))
+    img = _draw_text(img, texts, size=10)
+    return np.concatenate([img, _colorbar(img.shape[1], False, vmax)], axis=0)

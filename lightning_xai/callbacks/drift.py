@@ -1,0 +1,454 @@
+"""``FeatureDriftMonitor``: how much what the model relies on changes from epoch to epoch."""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from .. import functional as F
+from ..functional.drift import GridLike, _grid
+from ..probe import ProbeSet
+from ._base import TargetSpec, XAICallback, _freeze, normalize_methods
+
+__all__ = ["FeatureDriftMonitor", "load_reference", "REFERENCE_FORMAT"]
+
+#: The ``"format"`` entry of a reference file written by :meth:`FeatureDriftMonitor.save_reference`.
+REFERENCE_FORMAT = "lightning_xai.drift_reference"
+_REFERENCE_VERSION = 1
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def load_reference(path: PathLike) -> Dict[str, Any]:
+    """Read a reference file written by :meth:`FeatureDriftMonitor.save_reference`.
+
+    Returns its dict: ``importance`` (1-D float64 tensor), ``maps`` (per-sample maps or None),
+    ``method``, ``epoch``, ``grid``, ``probe_fingerprint``, ``feature_names``.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"reference file {path!r} does not exist; write one with FeatureDriftMonitor.save_reference(path)"
+        )
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - re-raised with the fix
+        raise ValueError(
+            f"cannot read {path!r} as a drift reference ({type(err).__name__}: {err}); "
+            "write one with FeatureDriftMonitor.save_reference(path)"
+        ) from err
+    if not isinstance(data, dict) or data.get("format") != REFERENCE_FORMAT:
+        raise ValueError(
+            f"{path!r} is not a drift reference file (no format {REFERENCE_FORMAT!r}); "
+            "write one with FeatureDriftMonitor.save_reference(path)"
+        )
+    if int(data.get("version", 0)) > _REFERENCE_VERSION:
+        raise ValueError(
+            f"{path!r} was written by a newer lightning_xai (reference format version {data['version']}); upgrade"
+        )
+    return data
+
+
+def _tag_name(name: str) -> str:
+    """A feature name made safe for a TensorBoard tag part (no '/', no spaces)."""
+    return re.sub(r"[^\w.\-\[\],]+", "_", name.strip()) or "_"
+
+
+def _unique(names: Sequence[str]) -> List[str]:
+    seen: Dict[str, int] = {}
+    out = []
+    for n in names:
+        if n in seen:
+            seen[n] += 1
+            out.append(f"{n}_{seen[n]}")
+        else:
+            seen[n] = 0
+            out.append(n)
+    return out
+
+
+class FeatureDriftMonitor(XAICallback):
+    """Track which input features the model relies on, and how much that changes, epoch after epoch.
+
+    At each validation epoch (after ``warmup_epochs``, every ``every_n_epochs``) it attributes the
+    probe with ``method`` and reduces the maps to a **global importance** vector
+    (:func:`~lightning_xai.functional.feature_importance`: mean ``|attribution|`` per feature for
+    tabular probes; per channel and cell of a ``grid`` over the image for image probes), and keeps the
+    **per-sample maps** (:func:`~lightning_xai.functional.per_sample_maps`). It then compares them with
+    the previous run epoch (``prev``) and with a reference (``ref``) and logs, through every Lightning
+    logger and into ``trainer.callback_metrics`` (so ``EarlyStopping``/``ModelCheckpoint`` can
+    monitor them):
+
+    - ``xai/drift/<method>/<metric>/prev`` and ``xai/drift/<method>/<metric>/ref`` for each of
+      ``metrics`` (``spearman``, ``kendall``, ``topk_overlap``, ``ndcg``, ``js_divergence``,
+      ``map_spearman``, ``map_ssim``; see :mod:`lightning_xai.functional.drift` for the definitions
+      and the values of degenerate inputs). ``prev`` starts at the second run epoch; ``ref`` at the
+      reference epoch (where it compares the reference with itself);
+    - for tabular probes, ``xai/importance/<method>/<feature>``: one curve per feature (feature names
+      from the probe, with spaces and ``/`` replaced by ``_``);
+    - the image ``xai/drift/<method>/trajectory`` (TensorBoard): features x epochs heatmap of each
+      feature's share of the total importance.
+
+    To stop training when the explanations drift, as SageMaker Clarify alerts when NDCG falls
+    below 0.90: ``EarlyStopping(monitor="xai/drift/integrated_gradients/ndcg/ref", mode="max",
+    divergence_threshold=0.9, patience=10**9)``. The large patience switches off EarlyStopping's
+    no-improvement rule, which would otherwise fire a few epochs after the reference epoch, where
+    every ``ref`` metric is at its best. A ``prev`` tag is missing at the first monitored epoch:
+    monitor it with ``strict=False``.
+
+    The attributions come from the per-trainer cache: with an
+    :class:`~lightning_xai.callbacks.AttributionMonitor` that computes the same method (same options,
+    probe and target), they are computed once per epoch for both.
+
+    History and reference are part of the callback's checkpoint state: a run resumed with
+    ``trainer.fit(..., ckpt_path=...)`` logs the same values as an uninterrupted one.
+
+    Args:
+        probe: the :class:`~lightning_xai.ProbeSet` to explain.
+        method: one method name from ``lightning_xai.functional.METHODS``, or ``{name: options}``
+            with one entry, e.g. ``{"integrated_gradients": {"n_steps": 32}}``.
+        metrics: names from ``lightning_xai.functional.DRIFT_METRICS`` (default: all).
+        reference: what ``ref`` compares with: ``"first"`` (the first run epoch after the warmup),
+            ``"epoch:N"`` (the run epoch ``N``), a tensor (an importance vector as
+            :func:`~lightning_xai.functional.feature_importance` makes for this probe, or attributions
+            shaped like the probe's inputs), or the path of a file written by :meth:`save_reference`
+            in an earlier run.
+        top_k: ``k`` of ``topk_overlap``.
+        warmup_epochs: epochs ``0 .. warmup_epochs - 1`` are not monitored (early epochs of a fresh
+            model are noise, and a dead model's all-zero importances make a poor reference).
+        every_n_epochs: run on every n-th validation epoch.
+        target: ``"predicted"`` (default), ``"true"``, a class index or a callable, as in
+            :class:`~lightning_xai.callbacks.AttributionMonitor`.
+        grid: rows and columns of the grid of cells over images (an int for a square grid).
+        log_importance: log the per-feature curves (tabular probes).
+        log_trajectory: log the trajectory heatmap.
+        chunk_size: rows per forward+backward pass (default: the probe size).
+
+    Example:
+        >>> import torch, pytorch_lightning as pl
+        >>> from lightning_xai import ProbeSet
+        >>> from lightning_xai.callbacks import FeatureDriftMonitor
+        >>> probe = ProbeSet(torch.randn(16, 4), targets=torch.arange(16) % 2, feature_names=["a", "b", "c", "d"])
+        >>> drift = FeatureDriftMonitor(probe, method="saliency", metrics=["spearman", "ndcg"], top_k=2)
+        >>> trainer = pl.Trainer(callbacks=[drift], logger=False, enable_progress_bar=False)
+    """
+
+    def __init__(
+        self,
+        probe: ProbeSet,
+        method: Union[str, Mapping[str, Mapping[str, Any]]] = "integrated_gradients",
+        metrics: Union[str, Sequence[str]] = F.DRIFT_METRICS,
+        reference: Union[str, Tensor, "os.PathLike[str]"] = "first",
+        top_k: int = 5,
+        warmup_epochs: int = 0,
+        every_n_epochs: int = 1,
+        target: TargetSpec = "predicted",
+        grid: GridLike = (4, 4),
+        log_importance: bool = True,
+        log_trajectory: bool = True,
+        chunk_size: Optional[int] = None,
+    ) -> None:
+        super().__init__(probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size)
+        methods = normalize_methods(method)
+        if len(methods) != 1:
+            raise ValueError(
+                f"FeatureDriftMonitor follows one method, got {sorted(methods)}: add one monitor per method"
+            )
+        self.method, self.method_options = next(iter(methods.items()))
+        self.metrics = F.check_metrics(metrics)
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+            raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
+        if not isinstance(warmup_epochs, int) or isinstance(warmup_epochs, bool) or warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be an int >= 0, got {warmup_epochs!r}")
+        self.top_k = top_k
+        self.warmup_epochs = warmup_epochs
+        self.grid = _grid(grid)
+        self.log_importance = bool(log_importance)
+        self.log_trajectory = bool(log_trajectory)
+
+        sample_shape = tuple(probe.inputs.shape[1:])
+        self._names = F.importance_names(
+            sample_shape, self.grid, probe.feature_names if probe.kind == "tabular" else None
+        )
+        self._tag_names = _unique([_tag_name(n) for n in self._names])
+
+        #: one entry per run epoch: ``{"epoch": int, "importance": 1-D float64 tensor}``
+        self.history: List[Dict[str, Any]] = []
+        #: the latest values logged, by tag
+        self.last_scores: Dict[str, float] = {}
+        self._last_maps: Optional[Tensor] = None
+        self._reference: Optional[Dict[str, Any]] = None
+        self._reference_epoch: Optional[int] = None
+        self._reference_spec = self._parse_reference(reference)
+
+    # ------------------------------------------------------------------ arguments
+    def _parse_reference(self, reference: Any) -> str:
+        """Validate ``reference``; fixed references (tensor, file) are read now. Returns its description."""
+        assert self.probe is not None
+        if isinstance(reference, Tensor):
+            self._reference = self._reference_from_tensor(reference)
+            return "tensor"
+        if isinstance(reference, os.PathLike):
+            reference = os.fspath(reference)
+        if not isinstance(reference, str):
+            raise TypeError(
+                "reference must be 'first', 'epoch:N', a tensor or the path of a file written by "
+                f"FeatureDriftMonitor.save_reference; got {type(reference).__name__}"
+            )
+        if reference == "first":
+            return "first"
+        match = re.fullmatch(r"epoch:(\d+)", reference.strip())
+        if match:
+            n = int(match.group(1))
+            if n < self.warmup_epochs:
+                raise ValueError(
+                    f"reference={reference!r} falls in the warmup (warmup_epochs={self.warmup_epochs}): "
+                    f"pick an epoch >= {self.warmup_epochs}"
+                )
+            if (n + 1) % self.every_n_epochs:
+                raise ValueError(
+                    f"reference={reference!r} is not a monitored epoch with every_n_epochs={self.every_n_epochs} "
+                    f"(it runs at epochs {self.every_n_epochs - 1}, {2 * self.every_n_epochs - 1}, ...)"
+                )
+            self._reference_epoch = n
+            return f"epoch:{n}"
+        if reference.startswith("epoch") or not os.path.isfile(reference):
+            raise ValueError(
+                f"reference must be 'first', 'epoch:N' (N an epoch number), a tensor, or the path of a file "
+                f"written by FeatureDriftMonitor.save_reference; got {reference!r} (no such file)"
+            )
+        self._reference = self._reference_from_file(reference)
+        return f"file:{reference}"
+
+    def _reference_is_from_run(self) -> bool:
+        """True for 'first' and 'epoch:N' (set while training); False for a tensor or a file."""
+        return self._reference_spec == "first" or self._reference_epoch is not None
+
+    def _expected_size(self) -> int:
+        return len(self._names)
+
+    def _reference_from_tensor(self, t: Tensor) -> Dict[str, Any]:
+        assert self.probe is not None
+        t = t.detach()
+        size = self._expected_size()
+        if t.dim() == 1:
+            if t.numel() != size:
+                raise ValueError(
+                    f"reference tensor has {t.numel()} values; an importance vector for this probe "
+                    f"{tuple(self.probe.inputs.shape)} with grid={self.grid} has {size} "
+                    "(or pass attributions shaped like the probe's inputs)"
+                )
+            if bool((t < 0).any()):
+                raise ValueError("a reference importance vector must be >= 0 (mean |attribution| per feature)")
+            return {"epoch": None, "importance": t.double().cpu().clone(), "maps": None}
+        if tuple(t.shape) != tuple(self.probe.inputs.shape):
+            raise ValueError(
+                f"reference tensor of shape {tuple(t.shape)} is neither an importance vector ({size} values) "
+                f"nor attributions shaped like the probe's inputs {tuple(self.probe.inputs.shape)}"
+            )
+        return {
+            "epoch": None,
+            "importance": F.feature_importance(t, self.grid),
+            "maps": F.per_sample_maps(t),
+        }
+
+    def _reference_from_file(self, path: str) -> Dict[str, Any]:
+        assert self.probe is not None
+        data = load_reference(path)
+        if data.get("method") != self.method:
+            raise ValueError(
+                f"the reference file {path!r} holds {data.get('method')!r} importances but this monitor "
+                f"uses {self.method!r}: pass method={data.get('method')!r} or save a reference with {self.method!r}"
+            )
+        importance = torch.as_tensor(data["importance"]).double()
+        if importance.numel() != self._expected_size():
+            raise ValueError(
+                f"the reference file {path!r} has {importance.numel()} importance values (grid {data.get('grid')}), "
+                f"this probe needs {self._expected_size()} (grid {list(self.grid)}): use the same probe shape and grid"
+            )
+        maps = data.get("maps")
+        if maps is not None and data.get("probe_fingerprint") != self.probe.fingerprint():
+            warnings.warn(
+                f"FeatureDriftMonitor: the reference file {path!r} was written with another probe; its global "
+                "importance is used, its per-sample maps are not (map_* metrics have no 'ref' values)",
+                stacklevel=3,
+            )
+            maps = None
+        return {"epoch": data.get("epoch"), "importance": importance, "maps": maps}
+
+    def _state_key_fields(self) -> Dict[str, Any]:
+        return {
+            **super()._state_key_fields(),
+            "method": self.method,
+            "options": repr(_freeze({k: v for k, v in self.method_options.items() if k != "chunk_size"})),
+        }
+
+    # ------------------------------------------------------------------ hooks
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self._check_against_model(pl_module)
+        if self.method == "grad_cam":
+            F.resolve_layer(pl_module, self.method_options.get("layer"))
+
+    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if not self._should_run(trainer) or trainer.current_epoch < self.warmup_epochs:
+            return
+        attr = self._attributions(trainer, pl_module, {self.method: self.method_options})[self.method]
+        scores = self.update(trainer.current_epoch, attr)
+        self._log_scalars(trainer, scores)
+        if self.log_trajectory and trainer.is_global_zero:
+            self._log_image(trainer, f"xai/drift/{self.method}/trajectory", self.trajectory_image())
+
+    # ------------------------------------------------------------------ decisions (no Lightning)
+    def update(self, epoch: int, attributions: Tensor) -> Dict[str, float]:
+        """Add one epoch's attributions of the probe; return the tags and values to log."""
+        importance = F.feature_importance(attributions, self.grid)
+        maps = F.per_sample_maps(attributions)
+        if importance.numel() != len(self._names):  # e.g. grad_cam(upsample=False): the layer's resolution
+            self._names = F.importance_names(tuple(attributions.shape[1:]), self.grid)
+            self._tag_names = _unique([_tag_name(n) for n in self._names])
+        if self._reference is not None and self._reference["importance"].numel() != importance.numel():
+            raise ValueError(
+                f"FeatureDriftMonitor: the reference has {self._reference['importance'].numel()} importance values, "
+                f"the {self.method} attributions of shape {tuple(attributions.shape)} give {importance.numel()}: "
+                "build the reference from attributions of the same method, options and grid"
+            )
+        prefix = f"xai/drift/{self.method}"
+        scores: Dict[str, float] = {}
+        if self.history:
+            prev = F.drift_scores(
+                self.history[-1]["importance"], importance, self._same_shape(self._last_maps, maps), maps,
+                self.metrics, self.top_k,
+            )
+            scores.update({f"{prefix}/{m}/prev": v for m, v in prev.items()})
+        if self._reference is None and (
+            self._reference_spec == "first" or (self._reference_epoch is not None and epoch == self._reference_epoch)
+        ):
+            self._reference = {"epoch": epoch, "importance": importance, "maps": maps}
+        if self._reference is not None:
+            ref = F.drift_scores(
+                self._reference["importance"], importance, self._same_shape(self._reference.get("maps"), maps), maps,
+                self.metrics, self.top_k,
+            )
+            scores.update({f"{prefix}/{m}/ref": v for m, v in ref.items()})
+        elif self._reference_epoch is not None and epoch > self._reference_epoch:
+            self._warn_once(
+                "reference-missed",
+                f"FeatureDriftMonitor: the reference epoch {self._reference_epoch} was never monitored "
+                "(no validation ran then), so no 'ref' values are logged; pick an epoch that is validated",
+            )
+        if self.log_importance and self.probe is not None and self.probe.kind == "tabular":
+            for name, value in zip(self._tag_names, importance.tolist()):
+                scores[f"xai/importance/{self.method}/{name}"] = value
+        self.history.append({"epoch": int(epoch), "importance": importance})
+        self._last_maps = maps
+        self.last_scores = scores
+        return scores
+
+    def _same_shape(self, stored: Optional[Tensor], maps: Tensor) -> Optional[Tensor]:
+        """Stored per-sample maps if they match this epoch's; else None (map metrics skipped, warned once)."""
+        if stored is None or stored.shape == maps.shape:
+            return stored
+        self._warn_once(
+            "maps-shape",
+            f"FeatureDriftMonitor: stored per-sample maps of shape {tuple(stored.shape)} do not match this epoch's "
+            f"{tuple(maps.shape)} (another probe?); the map_* metrics are skipped for them",
+        )
+        return None
+
+    @property
+    def reference(self) -> Optional[Dict[str, Any]]:
+        """The reference in use (``epoch``, ``importance``, ``maps``), or None before it is set."""
+        return self._reference
+
+    def trajectory(self) -> Tuple[Tensor, List[int], List[str]]:
+        """``(shares, epochs, names)``: each feature's share of the total importance per run epoch.
+
+        ``shares`` is ``(features, epochs)``; an all-zero epoch is spread evenly.
+        """
+        if not self.history:
+            return torch.zeros(len(self._names), 0, dtype=torch.float64), [], list(self._names)
+        m = torch.stack([h["importance"] for h in self.history], dim=1)
+        total = m.sum(0, keepdim=True)
+        shares = torch.where(total > 0, m / torch.where(total > 0, total, torch.ones_like(total)), 1.0 / m.shape[0])
+        return shares, [h["epoch"] for h in self.history], list(self._names)
+
+    def trajectory_image(self) -> Any:
+        """The trajectory as an HxWx3 uint8 heatmap (features x epochs)."""
+        shares, epochs, names = self.trajectory()
+        return F.heatmap_chart(
+            shares, names, [str(e) for e in epochs],
+            title=f"share of mean |{self.method}| per feature, by epoch",
+        )
+
+    def save_reference(self, path: PathLike, which: str = "latest") -> None:
+        """Write the latest epoch's (``which="latest"``) or the reference's importances to ``path``.
+
+        Pass the path as ``reference=`` in a later run to compare with this one. The file is a
+        ``torch.save`` of a dict (``format``, ``version``, ``method``, ``epoch``, ``grid``,
+        ``importance``, ``maps``, ``probe_fingerprint``, ``feature_names``) of tensors and plain values.
+        """
+        if which not in ("latest", "reference"):
+            raise ValueError(f"which must be 'latest' or 'reference', got {which!r}")
+        assert self.probe is not None
+        if which == "latest":
+            if not self.history:
+                raise RuntimeError("nothing to save yet: the monitor has not run (train or validate first)")
+            entry = {"epoch": self.history[-1]["epoch"], "importance": self.history[-1]["importance"],
+                     "maps": self._last_maps}
+        else:
+            if self._reference is None:
+                raise RuntimeError("no reference yet: it is set at the reference epoch")
+            entry = self._reference
+        torch.save(
+            {
+                "format": REFERENCE_FORMAT,
+                "version": _REFERENCE_VERSION,
+                "method": self.method,
+                "epoch": entry.get("epoch"),
+                "grid": list(self.grid),
+                "importance": entry["importance"].clone(),
+                "maps": None if entry.get("maps") is None else entry["maps"].clone(),
+                "probe_fingerprint": self.probe.fingerprint(),
+                "feature_names": list(self._names),
+            },
+            os.fspath(path),
+        )
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> Dict[str, Any]:
+        return {
+            **self._probe_state(),
+            "version": 1,
+            "method": self.method,
+            "reference_spec": self._reference_spec,
+            "history": [{"epoch": h["epoch"], "importance": h["importance"].clone()} for h in self.history],
+            "last_maps": None if self._last_maps is None else self._last_maps.clone(),
+            "reference": None
+            if self._reference is None
+            else {k: (v.clone() if isinstance(v, Tensor) else v) for k, v in self._reference.items()},
+        }
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self._check_probe_state(state_dict)
+        self.history = [
+            {"epoch": int(h["epoch"]), "importance": torch.as_tensor(h["importance"]).double()}
+            for h in state_dict.get("history", [])
+        ]
+        maps = state_dict.get("last_maps")
+        self._last_maps = None if maps is None else torch.as_tensor(maps).double()
+        saved_spec = state_dict.get("reference_spec")
+        if saved_spec == self._reference_spec:
+            ref = state_dict.get("reference")
+            if ref is not None and self._reference_is_from_run():
+                self._reference = dict(ref)
+        elif saved_spec is not None:
+            warnings.warn(
+                f"FeatureDriftMonitor: the checkpoint's reference was {saved_spec!r}, this monitor's is "
+                f"{self._reference_spec!r}; the checkpoint's reference is not used",
+                stacklevel=2,
+            )
