@@ -29,6 +29,21 @@ from .attribution import (
     saliency,
     smoothgrad,
 )
+from .checks import (
+    SIMILARITIES,
+    completeness_error,
+    ig_completeness,
+    map_similarity,
+    parameter_randomization,
+    pointing_game,
+    pool_maps,
+    randomized_copy,
+    region_mass,
+    relevance_mass,
+    spearman,
+    ssim,
+    top_layers,
+)
 from .render import bar_chart, color_scale, colormap, is_signed, overlay_grid
 from .summary import entropy, gini, global_importance, summarize, top_mass
 
@@ -59,4 +74,17 @@ __all__ = [
     "global_importance",
     "summarize",
     "top_mass",
+    "SIMILARITIES",
+    "completeness_error",
+    "ig_completeness",
+    "map_similarity",
+    "parameter_randomization",
+    "pointing_game",
+    "pool_maps",
+    "randomized_copy",
+    "region_mass",
+    "relevance_mass",
+    "spearman",
+    "ssim",
+    "top_layers",
 ]
