@@ -449,7 +449,7 @@ class ParameterRandomization(_MethodCheck):
         if not names:
             raise ValueError(f"{self.name}: {type(setup.model).__name__} has no layers with parameters to randomise")
         modules = dict(setup.model.named_modules())
-        unknown = [n for n in names if n not in modules or n == ""]
+        unknown = [n for n in names if n not in modules]
         if unknown:
             raise ValueError(
                 f"{self.name}: layer(s) {', '.join(map(repr, unknown))} not found in {type(setup.model).__name__}; "

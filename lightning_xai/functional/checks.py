@@ -200,7 +200,8 @@ def top_layers(model: nn.Module, k: Optional[int] = None) -> List[str]:
     """Dotted names of the modules that own parameters, from the output back (registration order reversed).
 
     Registration order stands in for the forward order, as in most models (``nn.Sequential``,
-    layers defined in the order they are used). ``k`` keeps the top ``k``.
+    layers defined in the order they are used). ``k`` keeps the top ``k``. A model with parameters of
+    its own (a bare ``nn.Linear``) lists ``""`` last: re-initialising ``""`` re-initialises everything.
 
     Example:
         >>> import torch
@@ -208,8 +209,8 @@ def top_layers(model: nn.Module, k: Optional[int] = None) -> List[str]:
         >>> top_layers(net), top_layers(net, 1)
         (['2', '0'], ['2'])
     """
-    names = [n for n, m in model.named_modules() if n and any(True for _ in m.parameters(recurse=False))]
-    names.reverse()
+    names = [n for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
+    names.reverse()  # a model with parameters of its own (a bare nn.Linear) gets "" last: the whole model
     return names if k is None else names[:k]
 
 
@@ -263,7 +264,7 @@ def randomized_copy(
         True
     """
     modules = dict(model.named_modules())
-    unknown = [name for name in layers if name not in modules or name == ""]
+    unknown = [name for name in layers if name not in modules]
     if unknown:
         raise ValueError(
             f"layer(s) {', '.join(map(repr, unknown))} not found in {type(model).__name__}; "
