@@ -709,6 +709,7 @@ class _MetricCheck(Check):
         super().__init__(name)
         self.key = key
         self.missing = missing
+        self._last_seen: Any = None
 
     def setup(self, setup: CheckSetup) -> None:
         names = [type(cb).__name__ for cb in setup.callbacks]
@@ -729,17 +730,27 @@ class _MetricCheck(Check):
                 stacklevel=2,
             )
 
-    def _read(self, ctx: CheckContext) -> Optional[float]:
+    def _read(self, ctx: CheckContext) -> Tuple[Optional[float], str]:
+        """The value, or None and why it is missing."""
         v = ctx.metrics.get(self.key)
         if v is None:
-            return None
-        return float(v.detach().float().mean()) if isinstance(v, Tensor) else float(v)
+            return None, (
+                f"{self.key!r} is not in trainer.callback_metrics: add {self.monitor} before SanityGate in the "
+                "callbacks, with the same every_n_epochs"
+            )
+        if ctx.trainer is not None:
+            # a monitor writes a new tensor each time it runs: the very same object means that it did
+            # not run this epoch and the value is left over from an earlier one
+            stale = v is self._last_seen
+            self._last_seen = v
+            if stale:
+                return None, (
+                    f"{self.key!r} was not updated this epoch (the value in trainer.callback_metrics is left over "
+                    f"from an earlier one): run {self.monitor} at the same every_n_epochs as SanityGate"
+                )
+        return (float(v.detach().float().mean()) if isinstance(v, Tensor) else float(v)), ""
 
-    def _missing(self) -> CheckResult:
-        reason = (
-            f"{self.key!r} is not in trainer.callback_metrics: add {self.monitor} before SanityGate in the "
-            "callbacks, with the same every_n_epochs"
-        )
+    def _missing(self, reason: str) -> CheckResult:
         if self.missing == "skip":
             return CheckResult(self.name, float("nan"), True, f"skipped: {reason}", skipped=True)
         return CheckResult(self.name, float("nan"), False, f"{self.name} is NaN: {reason}")
@@ -749,8 +760,9 @@ class DeadUnits(_MetricCheck):
     """At most ``max_fraction`` of ReLU units dead, read from ``xai/dead_relu/all`` (``DeadReLUMonitor``).
 
     Put ``DeadReLUMonitor`` before ``SanityGate`` in the callbacks (checked at setup: after it is an
-    error, absent a warning). When the value is missing at an epoch the check fails
-    (``missing="fail"``, default) or is skipped with a warning in its reason (``missing="skip"``).
+    error, absent a warning). When the value is missing at an epoch, or was not updated since the
+    gate last read it (the monitor did not run this epoch), the check fails (``missing="fail"``,
+    default: value NaN, the reason says why) or is skipped, its reason saying why (``missing="skip"``).
 
     Example:
         >>> DeadUnits(max_fraction=0.5).key
@@ -765,9 +777,9 @@ class DeadUnits(_MetricCheck):
         self.max_fraction = _number(max_fraction, "max_fraction", 0.0, 1.0)
 
     def evaluate(self, ctx: CheckContext) -> CheckResult:
-        v = self._read(ctx)
+        v, why = self._read(ctx)
         if v is None:
-            return self._missing()
+            return self._missing(why)
         return self._at_most(v, self.max_fraction, "fraction of dead ReLU units, all layers")
 
 
@@ -820,9 +832,9 @@ class Drift(_MetricCheck):
         self.metric, self.method, self.against = metric, method, against
 
     def evaluate(self, ctx: CheckContext) -> CheckResult:
-        v = self._read(ctx)
+        v, why = self._read(ctx)
         if v is None:
-            return self._missing()
+            return self._missing(why)
         what = f"{self.metric} of {self.method} vs the {'reference' if self.against == 'ref' else 'previous'} epoch"
         if self.min_value is not None:
             low = self._at_least(v, self.min_value, what)

@@ -298,3 +298,41 @@ def test_bad_arguments(tmp_path) -> None:  # type: ignore[no-untyped-def]
         SanityGate(probe, ok, every_n_epochs=0)
     with pytest.raises(ValueError, match="two checks are named"):
         SanityGate(probe, [checks.Finite(), checks.Finite()])
+
+
+def test_a_value_the_monitor_did_not_update_is_not_read_as_fresh(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    class EveryOther(DeadReLUMonitor):
+        def on_validation_epoch_end(self, trainer, pl_module):  # type: ignore[no-untyped-def]
+            if trainer.current_epoch % 2 == 0:
+                super().on_validation_epoch_end(trainer, pl_module)
+
+    monitor = EveryOther({"xai/dead_relu/all": [0.1]})
+    gate = SanityGate(
+        tiny_probe(), [checks.DeadUnits(0.5, missing="skip")], action="warn", verbose=False, report_dir=str(tmp_path)
+    )
+    fit([monitor, gate], 4, tmp_path)
+    dead = [e["checks"][0] for e in gate.report]
+    assert [c["skipped"] for c in dead] == [False, True, False, True]
+    assert "was not updated this epoch" in dead[1]["reason"]
+    assert [e["passed"] for e in gate.report] == [True] * 4
+    assert dead[0]["value"] == pytest.approx(0.1)
+
+
+def test_shortcut_example_is_stopped_and_clean_run_passes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "example_trainers", "shortcut.py")
+    spec = importlib.util.spec_from_file_location("shortcut_example", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        shortcut = module.main(["--logdir", str(tmp_path / "logs")])
+        clean = module.main(["--clean", "--epochs", "3", "--logdir", str(tmp_path / "logs")])
+    assert shortcut["stopped"] and shortcut["stopped_epoch"] == 2
+    assert "spurious_region/saliency" in shortcut["message"]
+    corner = [e["checks"][0]["value"] for e in shortcut["report"]]
+    assert all(v > 0.08 for v in corner)  # the model reads the watermark corner
+    assert not clean["stopped"] and clean["epochs_run"] == 3
+    assert all(e["passed"] for e in clean["report"])
+    assert all(e["checks"][0]["value"] < 0.06 for e in clean["report"])

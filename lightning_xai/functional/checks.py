@@ -301,6 +301,7 @@ def parameter_randomization(
     Args:
         explain: ``fn(model, inputs, target) -> maps``.
         layers: dotted layer names, top first (default: :func:`top_layers` of the model).
+            Cascading makes one deep copy of the model; independent one per layer.
         original: the original model's maps when already computed.
 
     Returns:
@@ -324,12 +325,20 @@ def parameter_randomization(
         original = explain(model, inputs, target)
     original = original.detach()
     result: Dict[str, Tensor] = {}
-    for i, name in enumerate(names):
-        step = names[: i + 1] if mode == "cascading" else [name]
-        clone = randomized_copy(model, step, generator=g)
+    cascade: Optional[nn.Module] = None
+    for name in names:
+        if mode == "cascading":
+            # one copy, randomised one more layer per step
+            if cascade is None:
+                cascade = randomized_copy(model, [name], generator=g)
+            else:
+                for sub in dict(cascade.named_modules())[name].modules():
+                    _reinit(sub, g)
+            clone = cascade
+        else:
+            clone = randomized_copy(model, [name], generator=g)
         maps = explain(clone, inputs, target).detach()
         result[name] = map_similarity(original, maps, similarity)
-        del clone
     return result
 
 
