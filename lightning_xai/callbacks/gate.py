@@ -189,7 +189,8 @@ class SanityGate(XAICallback):
         scalars["xai/gate/passed"] = 0.0 if failed else 1.0
         self._log_scalars(trainer, scalars)
 
-        message = self._message(trainer.global_rank if per_rank.shape[0] > 1 else 0, epoch, results, per_rank, in_warmup) if failed else None
+        rank = trainer.global_rank if per_rank.shape[0] > 1 else 0
+        message = self._message(rank, epoch, results, per_rank, in_warmup) if failed else None
         decision = "pass" if not failed else ("warmup" if in_warmup else (self.action if act else "fail"))
         self._append_report(trainer, epoch, failed, in_warmup, decision, results, per_rank)
         if failed and self.verbose:
@@ -249,9 +250,10 @@ class SanityGate(XAICallback):
     @staticmethod
     def _gather(trainer: Any, results: Sequence[C.CheckResult]) -> torch.Tensor:
         """``(world, checks, 2)`` values and pass flags of every rank (one collective)."""
-        local = torch.tensor([[r.value, float(r.passed)] for r in results], dtype=torch.float64)
         device = getattr(trainer.strategy, "root_device", torch.device("cpu"))
-        gathered = trainer.strategy.all_gather(local.to(device))
+        dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        local = torch.tensor([[r.value, float(r.passed)] for r in results], dtype=dtype, device=device)
+        gathered = trainer.strategy.all_gather(local)
         gathered = gathered.detach().cpu()
         return gathered if gathered.dim() == 3 else gathered.unsqueeze(0)
 
