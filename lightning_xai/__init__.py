@@ -11,10 +11,10 @@ Example:
     torch.Size([4, 3])
 """
 
-from . import functional
+from . import checks, functional
 from .errors import SanityCheckError
 from .probe import ProbeSet, ProbeSpec
 
 __version__ = "0.1.0"
 
-__all__ = ["ProbeSet", "ProbeSpec", "functional", "SanityCheckError", "__version__"]
+__all__ = ["ProbeSet", "ProbeSpec", "checks", "functional", "SanityCheckError", "__version__"]

@@ -59,6 +59,21 @@ from .drift import (
     topk_overlap,
 )
 from .render import bar_chart, color_scale, colormap, heatmap_chart, is_signed, overlay_grid
+from .checks import (
+    SIMILARITIES,
+    completeness_error,
+    ig_completeness,
+    map_similarity,
+    parameter_randomization,
+    pointing_game,
+    pool_maps,
+    randomized_copy,
+    region_mass,
+    relevance_mass,
+    spearman,
+    ssim,
+    top_layers,
+)
 from .summary import entropy, gini, global_importance, summarize, top_mass
 
 __all__ = [
@@ -116,4 +131,17 @@ __all__ = [
     "pack_relu_counts",
     "unpack_relu_counts",
     "merge_relu_counts",
+    "SIMILARITIES",
+    "completeness_error",
+    "ig_completeness",
+    "map_similarity",
+    "parameter_randomization",
+    "pointing_game",
+    "pool_maps",
+    "randomized_copy",
+    "region_mass",
+    "relevance_mass",
+    "spearman",
+    "ssim",
+    "top_layers",
 ]

@@ -1,0 +1,362 @@
+"""``SanityGate``: stop (or fail) training when explanation sanity checks fail, like ``EarlyStopping``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from enum import Enum
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+from .. import checks as C
+from .._lightning import rank_zero_info, rank_zero_warn
+from ..errors import SanityCheckError
+from ..probe import ProbeSet
+from ._base import TargetSpec, XAICallback
+
+__all__ = ["SanityGate", "GateReason", "gate_decision"]
+
+ACTIONS = ("stop", "raise", "warn")
+
+
+class GateReason(Enum):
+    """Why the gate acted (``SanityGate.stopping_reason``)."""
+
+    NOT_STOPPED = "not_stopped"
+    #: checks failed on more validation checks in a row than ``patience`` allows
+    CHECKS_FAILED = "checks_failed"
+    #: as CHECKS_FAILED, and a failed check's value was NaN (the explanation could not be computed)
+    NON_FINITE = "non_finite"
+    #: as CHECKS_FAILED, and a check raised an exception (its reason names it)
+    CHECK_ERROR = "check_error"
+
+
+def gate_decision(failed: bool, wait_count: int, patience: int, in_warmup: bool) -> "tuple[int, bool]":
+    """The gate's rule as a pure function: ``(new_wait_count, act)``.
+
+    A failed validation check adds one to the count of failures in a row, a passed one resets it;
+    the gate acts when the count exceeds ``patience``. During warm-up nothing counts.
+
+    Example:
+        >>> gate_decision(True, 0, 0, False), gate_decision(True, 0, 1, False), gate_decision(False, 3, 1, False)
+        ((1, True), (1, False), (0, False))
+    """
+    if in_warmup:
+        return wait_count, False
+    wait_count = wait_count + 1 if failed else 0
+    return wait_count, wait_count > patience
+
+
+class SanityGate(XAICallback):
+    """Stop (or fail) training when explanation sanity checks fail, with ``EarlyStopping``'s semantics.
+
+    At the end of each validation epoch of ``fit`` (every ``every_n_epochs``; never in the sanity
+    check or with ``fast_dev_run``) the gate evaluates its checks (:mod:`lightning_xai.checks`) on the
+    probe, logs each value as ``xai/check/<name>`` and ``xai/gate/passed`` (1 when every check passed
+    on every rank, else 0), and appends every check's result to a JSON report.
+    A validation check *fails* when any check fails on any rank. When more than ``patience`` of them
+    fail in a row (from epoch ``warmup_epochs`` on) the gate acts:
+
+    - ``"stop"``: ``trainer.should_stop = True``; training ends after this epoch;
+    - ``"raise"``: raises :class:`~lightning_xai.errors.SanityCheckError` (on every rank);
+    - ``"warn"``: a warning, training goes on.
+
+    ``stopping_reason`` (a :class:`GateReason`) and ``stopping_reason_message`` say why, naming the
+    failed checks and their values.
+
+    **DDP**: every rank evaluates the checks and the ranks agree through
+    ``trainer.strategy.reduce_boolean_decision(failed, all=False)`` (the gate fails if any rank's
+    checks fail), so every rank counts the same failures, stops at the same epoch and no rank is left
+    waiting. Each rank's values are gathered into the report; loggers write once (rank 0).
+
+    **Checkpoints**: the gate decides in ``on_validation_epoch_end``, before ``ModelCheckpoint``
+    (which Lightning runs last) saves in ``on_validation_end``. To keep failing epochs out of "best",
+    pass ``guard_metric="val/loss"``: the gate then logs ``xai/gate/val/loss``, equal to ``val/loss``
+    when the gate passed and to ``inf`` (``guard_mode="max"``: ``-inf``) when it failed, and you
+    monitor that: ``ModelCheckpoint(monitor="xai/gate/val/loss", mode="min")``.
+
+    **Order**: checks that read monitor values (:class:`~lightning_xai.checks.DeadUnits`,
+    :class:`~lightning_xai.checks.Drift`) need ``DeadReLUMonitor``/``FeatureDriftMonitor`` *before*
+    the gate in ``callbacks``: checked at setup (after is an error).
+
+    Args:
+        probe: the :class:`~lightning_xai.ProbeSet` explained by the checks.
+        checks: the checks to evaluate, e.g. ``[checks.RelevanceMass("saliency", min_mass=0.6)]``.
+        action: ``"stop"``, ``"raise"`` or ``"warn"``.
+        patience: failed validation checks in a row that are tolerated; the gate acts on the next
+            (``patience=0``: on the first failure).
+        warmup_epochs: epochs ``0 .. warmup_epochs - 1`` are evaluated and logged but never counted.
+        every_n_epochs: evaluate every n-th validation epoch (patience counts evaluations).
+        target: the class explained: ``"predicted"``, ``"true"``, an int or a callable.
+        report_dir: where ``xai_gate_report.json`` goes (default: ``trainer.log_dir``).
+        guard_metric, guard_mode: see *Checkpoints* above.
+        chunk_size: rows per forward+backward pass for the attributions.
+        verbose: log the gate's message (rank 0) when checks fail.
+
+    Example:
+        >>> import torch, pytorch_lightning as pl
+        >>> from lightning_xai import ProbeSet, checks
+        >>> from lightning_xai.callbacks import SanityGate
+        >>> masks = torch.zeros(8, 8, 8); masks[:, 2:6, 2:6] = 1
+        >>> probe = ProbeSet(torch.rand(8, 1, 8, 8), torch.arange(8) % 4, masks=masks)
+        >>> gate = SanityGate(probe, [checks.RelevanceMass("saliency", min_mass=0.5), checks.Finite()],
+        ...                   patience=1, warmup_epochs=2)
+        >>> trainer = pl.Trainer(callbacks=[gate], logger=False, enable_progress_bar=False)
+    """
+
+    REPORT_NAME = "xai_gate_report.json"
+
+    def __init__(
+        self,
+        probe: ProbeSet,
+        checks: Sequence[C.Check],
+        action: str = "stop",
+        patience: int = 0,
+        warmup_epochs: int = 0,
+        every_n_epochs: int = 1,
+        target: TargetSpec = "predicted",
+        report_dir: Optional[str] = None,
+        guard_metric: Optional[str] = None,
+        guard_mode: str = "min",
+        chunk_size: Optional[int] = None,
+        verbose: bool = True,
+    ) -> None:
+        super().__init__(probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size)
+        self.checks: List[C.Check] = C.validate(checks)
+        if action not in ACTIONS:
+            raise ValueError(f"action must be one of {', '.join(map(repr, ACTIONS))}, got {action!r}")
+        for arg, v in (("patience", patience), ("warmup_epochs", warmup_epochs)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"{arg} must be an int >= 0, got {v!r}")
+        if report_dir is not None and not isinstance(report_dir, (str, os.PathLike)):
+            raise TypeError(f"report_dir must be a path or None, got {type(report_dir).__name__}")
+        if guard_metric is not None and (not isinstance(guard_metric, str) or not guard_metric):
+            raise ValueError(f"guard_metric must be the name of a logged metric such as 'val/loss', got {guard_metric!r}")
+        if guard_mode not in ("min", "max"):
+            raise ValueError(f"guard_mode must be 'min' or 'max' (as ModelCheckpoint's mode), got {guard_mode!r}")
+        self.action = action
+        self.patience = patience
+        self.warmup_epochs = warmup_epochs
+        self.report_dir = None if report_dir is None else os.fspath(report_dir)
+        self.guard_metric = guard_metric
+        self.guard_mode = guard_mode
+        self.verbose = bool(verbose)
+        self.wait_count = 0
+        self.stopped_epoch = 0
+        self.stopping_reason = GateReason.NOT_STOPPED
+        self.stopping_reason_message: Optional[str] = None
+        self.last_passed = True
+        #: one entry per evaluated epoch (what the JSON report holds)
+        self.report: List[Dict[str, Any]] = []
+        #: the last epoch's results on this rank
+        self.last_results: List[C.CheckResult] = []
+        self._report_path: Optional[str] = None
+
+    def _state_key_fields(self) -> Dict[str, Any]:
+        return {**super()._state_key_fields(), "checks": [c.name for c in self.checks]}
+
+    # ------------------------------------------------------------------ hooks
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        classes = self._check_against_model(pl_module)
+        assert self.probe is not None
+        info = C.CheckSetup(
+            probe=self.probe, model=pl_module, classes=classes, callbacks=list(trainer.callbacks), gate=self
+        )
+        for check in self.checks:
+            check.setup(info)
+
+    def _should_evaluate(self, trainer: Any) -> bool:
+        if trainer.fast_dev_run or trainer.state.fn != "fit":
+            return False
+        return self._should_run(trainer)
+
+    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if not self._should_evaluate(trainer):
+            return
+        results = self._evaluate(trainer, pl_module)
+        local_failed = not all(r.passed for r in results)
+        failed = trainer.strategy.reduce_boolean_decision(local_failed, all=False)
+        per_rank = self._gather(trainer, results)
+        epoch = int(trainer.current_epoch)
+        in_warmup = epoch < self.warmup_epochs
+        self.wait_count, act = gate_decision(failed, self.wait_count, self.patience, in_warmup)
+        self.last_passed = not failed
+        self.last_results = results
+
+        scalars = {f"xai/check/{r.name}": r.value for r in results if not r.skipped}
+        scalars["xai/gate/passed"] = 0.0 if failed else 1.0
+        self._log_scalars(trainer, scalars)
+
+        rank = trainer.global_rank if per_rank.shape[0] > 1 else 0
+        message = self._message(rank, epoch, results, per_rank, in_warmup) if failed else None
+        decision = "pass" if not failed else ("warmup" if in_warmup else (self.action if act else "fail"))
+        self._append_report(trainer, epoch, failed, in_warmup, decision, results, per_rank)
+        if failed and self.verbose:
+            rank_zero_info(message)
+        if not act:
+            return
+        assert message is not None
+        self.stopped_epoch = epoch
+        self.stopping_reason = self._reason(results, per_rank)
+        self.stopping_reason_message = message
+        if self.action == "stop":
+            trainer.should_stop = True
+        elif self.action == "raise":
+            raise SanityCheckError(message)
+        else:
+            rank_zero_warn(message)
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.guard_metric is None or trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        value = trainer.callback_metrics.get(self.guard_metric)
+        if value is None:
+            self._warn_once(
+                "guard",
+                f"SanityGate: guard_metric {self.guard_metric!r} is not in trainer.callback_metrics "
+                f"(known: {', '.join(sorted(trainer.callback_metrics))}); log it in validation_step",
+            )
+            return
+        bad = math.inf if self.guard_mode == "min" else -math.inf
+        self._log_scalars(trainer, {f"xai/gate/{self.guard_metric}": float(value) if self.last_passed else bad})
+
+    # ------------------------------------------------------------------ evaluation
+    def _evaluate(self, trainer: Any, pl_module: Any) -> List[C.CheckResult]:
+        assert self.probe is not None
+
+        def attribute(method: str, options: Dict[str, Any]) -> torch.Tensor:
+            return self._attributions(trainer, pl_module, {method: options})[method]
+
+        ctx = C.CheckContext(
+            pl_module, self.probe, target=self._resolve_target(trainer, pl_module),
+            outputs=self._outputs(trainer, pl_module), attribute=attribute,
+            metrics=trainer.callback_metrics, trainer=trainer, chunk_size=self.chunk_size,
+        )
+        results = []
+        for check in self.checks:
+            try:
+                results.append(check(ctx))
+            except Exception as err:  # noqa: BLE001 - a failing check must not leave the other ranks waiting
+                results.append(
+                    C.CheckResult(
+                        check.name, float("nan"), False,
+                        f"{check.name} raised {type(err).__name__}: {err}", details={"error": type(err).__name__},
+                    )
+                )
+        return results
+
+    @staticmethod
+    def _gather(trainer: Any, results: Sequence[C.CheckResult]) -> torch.Tensor:
+        """``(world, checks, 2)`` values and pass flags of every rank (one collective)."""
+        device = getattr(trainer.strategy, "root_device", torch.device("cpu"))
+        dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        local = torch.tensor([[r.value, float(r.passed)] for r in results], dtype=dtype, device=device)
+        gathered = trainer.strategy.all_gather(local)
+        gathered = gathered.detach().cpu()
+        return gathered if gathered.dim() == 3 else gathered.unsqueeze(0)
+
+    def _failures(self, rank: int, results: Sequence[C.CheckResult], per_rank: torch.Tensor) -> List[str]:
+        """This rank's failure reasons, then the values of checks that failed on the other ranks."""
+        lines = [r.reason for r in results if not r.passed]
+        for other in range(per_rank.shape[0]):
+            if other == rank:
+                continue
+            for i, r in enumerate(results):
+                if not bool(per_rank[other, i, 1]):
+                    lines.append(f"{r.name} = {float(per_rank[other, i, 0]):.4g} on rank {other}")
+        return lines
+
+    def _message(
+        self, rank: int, epoch: int, results: Sequence[C.CheckResult], per_rank: torch.Tensor, in_warmup: bool
+    ) -> str:
+        failures = self._failures(rank, results, per_rank)
+        names = sorted({r.name for i, r in enumerate(results) if not bool(per_rank[:, i, 1].all())})
+        state = (
+            "warm-up, not counted" if in_warmup
+            else f"{self.wait_count} failed validation check(s) in a row, patience {self.patience}"
+        )
+        return (
+            f"SanityGate: epoch {epoch}: {len(names)} of {len(results)} explanation check(s) failed "
+            f"({state}): " + "; ".join(failures)
+        )
+
+    @staticmethod
+    def _reason(results: Sequence[C.CheckResult], per_rank: torch.Tensor) -> GateReason:
+        if any("error" in r.details for r in results):
+            return GateReason.CHECK_ERROR
+        failed = ~per_rank[..., 1].bool()
+        if bool((failed & torch.isnan(per_rank[..., 0])).any()):
+            return GateReason.NON_FINITE
+        return GateReason.CHECKS_FAILED
+
+    # ------------------------------------------------------------------ report
+    def _append_report(
+        self, trainer: Any, epoch: int, failed: bool, in_warmup: bool, decision: str,
+        results: Sequence[C.CheckResult], per_rank: torch.Tensor,
+    ) -> None:
+        entries = []
+        for i, r in enumerate(results):
+            entry = r.to_dict()
+            if per_rank.shape[0] > 1:
+                entry["per_rank"] = [
+                    {"value": C._json_number(float(per_rank[k, i, 0])), "passed": bool(per_rank[k, i, 1])}
+                    for k in range(per_rank.shape[0])
+                ]
+            entries.append(entry)
+        self.report.append(
+            {
+                "epoch": epoch,
+                "global_step": int(trainer.global_step),
+                "passed": not failed,
+                "warmup": in_warmup,
+                "fails_in_a_row": self.wait_count,
+                "patience": self.patience,
+                "decision": decision,
+                "checks": entries,
+            }
+        )
+        # trainer.log_dir is a collective (a broadcast): every rank asks for it, rank 0 writes
+        path = self._report_file(trainer)
+        if trainer.is_global_zero and path is not None:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(self.report, f, indent=1)
+            os.replace(tmp, path)
+
+    def _report_file(self, trainer: Any) -> Optional[str]:
+        if self._report_path is None:
+            directory = self.report_dir if self.report_dir is not None else trainer.log_dir
+            if directory is None:
+                return None
+            self._report_path = os.path.join(directory, self.REPORT_NAME)
+        return self._report_path
+
+    @property
+    def report_path(self) -> Optional[str]:
+        """Where the JSON report is written (known after the first evaluated epoch)."""
+        return self._report_path
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> Dict[str, Any]:
+        return {
+            **self._probe_state(),
+            "wait_count": self.wait_count,
+            "stopped_epoch": self.stopped_epoch,
+            "stopping_reason": self.stopping_reason.value,
+            "stopping_reason_message": self.stopping_reason_message,
+            "last_passed": self.last_passed,
+            "patience": self.patience,
+            "report": list(self.report),
+        }
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self._check_probe_state(state_dict)
+        self.wait_count = int(state_dict.get("wait_count", 0))
+        self.stopped_epoch = int(state_dict.get("stopped_epoch", 0))
+        self.stopping_reason = GateReason(state_dict.get("stopping_reason", GateReason.NOT_STOPPED.value))
+        self.stopping_reason_message = state_dict.get("stopping_reason_message")
+        self.last_passed = bool(state_dict.get("last_passed", True))
+        self.report = list(state_dict.get("report", []))

@@ -1,0 +1,485 @@
+"""The numbers behind the explanation sanity checks, in pure torch.
+
+Each function takes attribution maps (and masks, or a model) and returns per-sample values or one
+summary number; :mod:`lightning_xai.checks` turns them into pass/fail results and
+:class:`~lightning_xai.callbacks.SanityGate` acts on them during training.
+
+- :func:`spearman` and :func:`ssim`: rank correlation (scipy's ``spearmanr``, ties averaged) and
+  structural similarity (scikit-image's ``structural_similarity`` with a uniform 7x7 window and
+  sample covariance) of each row of two batches;
+- :func:`map_similarity`: similarity of ``|maps|`` as the parameter-randomisation test uses it;
+- :func:`randomized_copy`, :func:`top_layers`, :func:`parameter_randomization`: Adebayo et al. (2018)
+  model-parameter randomisation test (MPRT) on a copy of the model;
+- :func:`relevance_mass`, :func:`region_mass`, :func:`pointing_game`: localisation of
+  ``|attribution|`` with respect to ground-truth masks (Arras et al. 2022; Zhang et al. 2016);
+- :func:`completeness_error`, :func:`ig_completeness`: how far integrated gradients are from summing
+  to ``f(x) - f(baseline)``.
+
+Degenerate inputs have defined values (documented per function); NaN in the inputs gives NaN out,
+never a silent number.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from .attribution import integrated_gradients
+
+__all__ = [
+    "SIMILARITIES",
+    "spearman",
+    "ssim",
+    "pool_maps",
+    "map_similarity",
+    "top_layers",
+    "randomized_copy",
+    "parameter_randomization",
+    "relevance_mass",
+    "region_mass",
+    "pointing_game",
+    "completeness_error",
+    "ig_completeness",
+]
+
+#: Similarity measures the randomisation checks accept.
+SIMILARITIES: Tuple[str, ...] = ("spearman", "ssim")
+
+ExplainFn = Callable[[nn.Module, Tensor, Optional[Tensor]], Tensor]
+
+
+# ----------------------------------------------------------------------------------------------
+# similarity of two batches of maps
+# ----------------------------------------------------------------------------------------------
+def _rows(x: Tensor) -> Tensor:
+    return x.reshape(x.shape[0], -1).double()
+
+
+def _average_ranks(x: Tensor) -> Tensor:
+    """1-based ranks of each row, ties given their average rank (as scipy.stats.rankdata)."""
+    s = x.sort(dim=1).values.contiguous()
+    lo = torch.searchsorted(s, x.contiguous(), right=False)
+    hi = torch.searchsorted(s, x.contiguous(), right=True)
+    return (lo + hi - 1).double() / 2 + 1
+
+
+def spearman(a: Tensor, b: Tensor) -> Tensor:
+    """Spearman rank correlation of each row of ``a`` with the same row of ``b``.
+
+    Rows are the flattened samples (``(N, ...)`` -> ``(N, D)``); ties get average ranks, as
+    ``scipy.stats.spearmanr``. A constant row has no ranking: its correlation is NaN (as scipy);
+    a row with NaN gives NaN.
+
+    Example:
+        >>> import torch
+        >>> spearman(torch.tensor([[1., 2., 3., 4.]]), torch.tensor([[10., 20., 40., 30.]]))
+        tensor([0.8000], dtype=torch.float64)
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"spearman needs two batches of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    x, y = _rows(a), _rows(b)
+    bad = torch.isnan(x).any(1) | torch.isnan(y).any(1)
+    rx = _average_ranks(torch.nan_to_num(x))
+    ry = _average_ranks(torch.nan_to_num(y))
+    rx = rx - rx.mean(1, keepdim=True)
+    ry = ry - ry.mean(1, keepdim=True)
+    den = (rx.pow(2).sum(1) * ry.pow(2).sum(1)).sqrt()
+    rho = (rx * ry).sum(1) / den
+    rho = torch.where(den > 0, rho, torch.full_like(rho, float("nan")))
+    rho = torch.where(bad, torch.full_like(rho, float("nan")), rho)
+    return rho.clamp(-1.0, 1.0)
+
+
+def ssim(a: Tensor, b: Tensor, data_range: float = 1.0, win_size: Optional[int] = None) -> Tensor:
+    """Mean structural similarity (Wang et al. 2004) of each ``(H, W)`` map in ``a`` with ``b``.
+
+    The same numbers as ``skimage.metrics.structural_similarity(a_i, b_i, data_range=data_range)``:
+    a uniform ``win_size`` x ``win_size`` window (default 7, or the largest odd size that fits
+    smaller maps), sample covariances, ``K1 = 0.01``, ``K2 = 0.03``, mean over the windows that lie
+    inside the map. Constant maps are fine (the constants keep it defined); NaN gives NaN.
+
+    Args:
+        a, b: ``(N, H, W)`` maps.
+        data_range: the range the maps' values span (1 for maps scaled to ``[0, 1]``).
+        win_size: odd window size.
+
+    Example:
+        >>> import torch
+        >>> m = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(0))
+        >>> ssim(m, m)
+        tensor([1., 1.], dtype=torch.float64)
+    """
+    if a.shape != b.shape or a.dim() != 3:
+        raise ValueError(f"ssim needs two (N, H, W) batches of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    h, w = a.shape[1:]
+    if win_size is None:
+        win_size = min(7, h, w)
+        if win_size % 2 == 0:
+            win_size -= 1
+    if not isinstance(win_size, int) or win_size < 1 or win_size % 2 == 0 or win_size > min(h, w):
+        raise ValueError(f"win_size must be an odd int between 1 and the map size {min(h, w)}, got {win_size!r}")
+    if not data_range > 0:
+        raise ValueError(f"data_range must be > 0, got {data_range!r}")
+    x = a.double().unsqueeze(1)
+    y = b.double().unsqueeze(1)
+
+    def mean(t: Tensor) -> Tensor:
+        return torch.nn.functional.avg_pool2d(t, win_size, stride=1)
+
+    np_ = win_size * win_size
+    cov_norm = np_ / (np_ - 1) if np_ > 1 else 1.0
+    ux, uy = mean(x), mean(y)
+    vx = cov_norm * (mean(x * x) - ux * ux)
+    vy = cov_norm * (mean(y * y) - uy * uy)
+    vxy = cov_norm * (mean(x * y) - ux * uy)
+    c1 = (0.01 * data_range) ** 2
+    c2 = (0.03 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return s.reshape(s.shape[0], -1).mean(1)
+
+
+def pool_maps(maps: Tensor) -> Tensor:
+    """``|maps|`` summed over the channel axis for image maps ``(N, C, H, W)`` -> ``(N, H, W)``.
+
+    Other shapes are returned as ``|maps|`` unchanged.
+    """
+    m = maps.detach().abs()
+    return m.sum(1) if m.dim() == 4 else m
+
+
+def map_similarity(a: Tensor, b: Tensor, similarity: str = "spearman") -> Tensor:
+    """Per-sample similarity of ``|a|`` and ``|b|``, as in the randomisation tests (Adebayo et al. 2018).
+
+    Image maps are pooled over channels (:func:`pool_maps`). ``"spearman"`` ranks the pooled maps;
+    ``"ssim"`` compares them after scaling each to ``[0, 1]`` by its maximum (``data_range=1``).
+
+    Degenerate maps (common for Grad-CAM after randomisation) have defined values: for Spearman, a
+    constant map against a non-constant one scores 0 (nothing of the ranking survived) and two
+    constant maps score 1 (nothing changed); for SSIM an all-zero map stays zero. NaN maps give NaN.
+
+    Example:
+        >>> import torch
+        >>> a = torch.tensor([[1., -2., 3., 0.]])
+        >>> map_similarity(a, -a), map_similarity(a, torch.zeros(1, 4))
+        (tensor([1.], dtype=torch.float64), tensor([0.], dtype=torch.float64))
+    """
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"unknown similarity {similarity!r}; use one of {', '.join(SIMILARITIES)}")
+    if a.shape != b.shape:
+        raise ValueError(f"maps of different shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be compared")
+    pa, pb = pool_maps(a), pool_maps(b)
+    nan = torch.isnan(_rows(pa)).any(1) | torch.isnan(_rows(pb)).any(1)
+    if similarity == "spearman":
+        rho = spearman(pa, pb)
+        ca = _rows(pa).amax(1) == _rows(pa).amin(1)
+        cb = _rows(pb).amax(1) == _rows(pb).amin(1)
+        rho = torch.where(ca & cb, torch.ones_like(rho), rho)
+        rho = torch.where(ca ^ cb, torch.zeros_like(rho), rho)
+    else:
+        if pa.dim() != 3:
+            raise ValueError(
+                f"ssim compares 2-D maps, but these maps have shape {tuple(a.shape)}; use similarity='spearman' "
+                "for tabular or 1-D inputs"
+            )
+
+        def scaled(p: Tensor) -> Tensor:
+            top = p.reshape(p.shape[0], -1).amax(1).clamp_min(torch.finfo(p.dtype).tiny).view(-1, 1, 1)
+            return p / top
+
+        rho = ssim(scaled(pa.double()), scaled(pb.double()), data_range=1.0)
+    return torch.where(nan, torch.full_like(rho, float("nan")), rho)
+
+
+# ----------------------------------------------------------------------------------------------
+# model parameter randomisation (Adebayo et al. 2018)
+# ----------------------------------------------------------------------------------------------
+def top_layers(model: nn.Module, k: Optional[int] = None) -> List[str]:
+    """Dotted names of the modules that own parameters, from the output back (registration order reversed).
+
+    Registration order stands in for the forward order, as in most models (``nn.Sequential``,
+    layers defined in the order they are used). ``k`` keeps the top ``k``. A model with parameters of
+    its own (a bare ``nn.Linear``) lists ``""`` last: re-initialising ``""`` re-initialises everything.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        >>> top_layers(net), top_layers(net, 1)
+        (['2', '0'], ['2'])
+    """
+    names = [n for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
+    names.reverse()  # a model with parameters of its own (a bare nn.Linear) gets "" last: the whole model
+    return names if k is None else names[:k]
+
+
+def _seed_from(generator: torch.Generator) -> int:
+    return int(torch.randint(0, 2**62, (1,), generator=generator).item())
+
+
+def _reinit(module: nn.Module, generator: torch.Generator) -> None:
+    """Re-initialise ``module``'s own parameters with its default initialiser, without touching the global RNG.
+
+    The initialiser runs inside ``torch.random.fork_rng`` with the generator of the parameters'
+    device seeded from ``generator``, so the global stream (CPU and CUDA) is restored afterwards.
+    Modules without ``reset_parameters`` get ``N(0, 0.01)`` weights drawn from ``generator``.
+    """
+    params = list(module.parameters(recurse=False))
+    if not params:
+        return
+    device = params[0].device
+    seed = _seed_from(generator)
+    with torch.no_grad():
+        if hasattr(module, "reset_parameters"):
+            cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+                if device.type == "cuda":
+                    torch.cuda.default_generators[cuda[0]].manual_seed(seed)
+                else:
+                    torch.random.default_generator.manual_seed(seed)
+                module.reset_parameters()  # type: ignore[operator]
+        else:
+            g = torch.Generator(device=device).manual_seed(seed)
+            for p in params:
+                p.copy_(torch.randn(p.shape, generator=g, device=device, dtype=p.dtype) * 0.01)
+
+
+def randomized_copy(
+    model: nn.Module, layers: Sequence[str], generator: Optional[torch.Generator] = None, seed: int = 0
+) -> nn.Module:
+    """A deep copy of ``model`` with the named layers re-initialised; ``model`` itself is untouched.
+
+    The draws come from ``generator`` (or a private one seeded with ``seed``): the global RNG stream
+    is not consumed, and the same seed gives the same copy.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        >>> before = torch.random.get_rng_state()
+        >>> copy = randomized_copy(net, ["2"], seed=1)
+        >>> torch.equal(copy[0].weight, net[0].weight), torch.equal(copy[2].weight, net[2].weight)
+        (True, False)
+        >>> torch.equal(before, torch.random.get_rng_state())
+        True
+    """
+    modules = dict(model.named_modules())
+    unknown = [name for name in layers if name not in modules]
+    if unknown:
+        raise ValueError(
+            f"layer(s) {', '.join(map(repr, unknown))} not found in {type(model).__name__}; "
+            f"layers with parameters, from the top: {', '.join(top_layers(model))}"
+        )
+    g = generator if generator is not None else torch.Generator().manual_seed(int(seed))
+    clone = copy.deepcopy(model)
+    clone_modules = dict(clone.named_modules())
+    for name in layers:
+        for sub in clone_modules[name].modules():
+            _reinit(sub, g)
+    return clone
+
+
+def parameter_randomization(
+    model: nn.Module,
+    inputs: Tensor,
+    target: Optional[Tensor],
+    explain: ExplainFn,
+    layers: Optional[Sequence[str]] = None,
+    mode: str = "cascading",
+    similarity: str = "spearman",
+    seed: int = 0,
+    original: Optional[Tensor] = None,
+) -> Dict[str, Tensor]:
+    """Model-parameter randomisation test (Adebayo et al. 2018): how similar do maps stay?
+
+    For each step the named layers of a copy of ``model`` are re-initialised (``"cascading"``: the
+    top layer, then the top two, ... in the order given; ``"independent"``: each layer alone), the
+    copy is explained with ``explain(model, inputs, target)``, and its maps are compared with the
+    original model's maps by :func:`map_similarity`. A method that is sensitive to the model gives
+    low similarities; one that ignores the model (an edge detector, the input itself) gives ~1.
+
+    Args:
+        explain: ``fn(model, inputs, target) -> maps``.
+        layers: dotted layer names, top first (default: :func:`top_layers` of the model).
+            Cascading makes one deep copy of the model; independent one per layer.
+        original: the original model's maps when already computed.
+
+    Returns:
+        ``{step: (N,) similarities}``, with step the last layer randomised in that step.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        >>> x = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
+        >>> same = parameter_randomization(net, x, None, lambda m, x, t: x)   # ignores the model
+        >>> {k: v.tolist() for k, v in same.items()}
+        {'2': [1.0, 1.0, 1.0, 1.0], '0': [1.0, 1.0, 1.0, 1.0]}
+    """
+    if mode not in ("cascading", "independent"):
+        raise ValueError(f"mode must be 'cascading' or 'independent', got {mode!r}")
+    names = list(top_layers(model) if layers is None else layers)
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no layers with parameters to randomise")
+    g = torch.Generator().manual_seed(int(seed))
+    if original is None:
+        original = explain(model, inputs, target)
+    original = original.detach()
+    result: Dict[str, Tensor] = {}
+    cascade: Optional[nn.Module] = None
+    for name in names:
+        if mode == "cascading":
+            # one copy, randomised one more layer per step
+            if cascade is None:
+                cascade = randomized_copy(model, [name], generator=g)
+            else:
+                for sub in dict(cascade.named_modules())[name].modules():
+                    _reinit(sub, g)
+            clone = cascade
+        else:
+            clone = randomized_copy(model, [name], generator=g)
+        maps = explain(clone, inputs, target).detach()
+        result[name] = map_similarity(original, maps, similarity)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# localisation
+# ----------------------------------------------------------------------------------------------
+def _broadcast_mask(mask: Tensor, attr: Tensor) -> Tensor:
+    m = torch.as_tensor(mask, device=attr.device)
+    try:
+        return torch.broadcast_to(m, attr.shape).to(attr.dtype if attr.is_floating_point() else torch.float64)
+    except RuntimeError:
+        raise ValueError(
+            f"mask of shape {tuple(m.shape)} does not broadcast to attributions of shape {tuple(attr.shape)}; "
+            "give (N, 1, H, W), (N, H, W) with a channel axis added, or the inputs' shape"
+        ) from None
+
+
+def relevance_mass(attr: Tensor, mask: Tensor) -> Tensor:
+    """Share of ``|attr|`` inside ``mask`` per sample: relevance mass accuracy (Arras et al. 2022).
+
+    ``sum(|attr| * mask) / sum(|attr|)`` per sample; ``mask`` (0/1 or weights in ``[0, 1]``)
+    broadcasts to ``attr`` (an ``(N, 1, H, W)`` mask counts every channel). An all-zero map has no
+    mass anywhere, hence none inside: 0. NaN in a map gives NaN.
+
+    Example:
+        >>> import torch
+        >>> attr = torch.tensor([[[[3., -1.], [0., 0.]]]])
+        >>> mask = torch.tensor([[[[1, 0], [0, 0]]]])
+        >>> relevance_mass(attr, mask)
+        tensor([0.7500], dtype=torch.float64)
+    """
+    a = attr.detach().abs().double()
+    m = _broadcast_mask(mask, a)
+    inside = (a * m).reshape(a.shape[0], -1).sum(1)
+    total = a.reshape(a.shape[0], -1).sum(1)
+    return torch.where(total == 0, torch.zeros_like(total), inside / total)
+
+
+def region_mass(attr: Tensor, region: Tensor) -> Tensor:
+    """Share of ``|attr|`` inside one ``region`` shared by all samples (e.g. a watermark corner).
+
+    ``region`` broadcasts to one sample's shape: ``(H, W)``, ``(1, H, W)``, ``(C, H, W)``, or
+    ``(F,)`` for tabular inputs. Values as :func:`relevance_mass`.
+
+    Example:
+        >>> import torch
+        >>> attr = torch.ones(2, 1, 4, 4)
+        >>> corner = torch.zeros(4, 4); corner[:2, :2] = 1
+        >>> region_mass(attr, corner)
+        tensor([0.2500, 0.2500], dtype=torch.float64)
+    """
+    r = torch.as_tensor(region, device=attr.device)
+    try:
+        r = torch.broadcast_to(r, attr.shape[1:])
+    except RuntimeError:
+        raise ValueError(
+            f"region of shape {tuple(r.shape)} does not broadcast to one sample of shape {tuple(attr.shape[1:])}; "
+            "give (H, W), (1, H, W), the sample's shape, or (F,) for tabular inputs"
+        ) from None
+    return relevance_mass(attr, r.unsqueeze(0))
+
+
+def pointing_game(attr: Tensor, mask: Tensor) -> Tensor:
+    """Pointing game (Zhang et al. 2016): 1 where the peak of ``|attr|`` lies inside ``mask``, else 0.
+
+    Image maps are pooled over channels and the mask is any-over-channels. To be tie-safe a hit
+    needs the largest value inside the mask to exceed every value outside it: a constant (e.g.
+    all-zero) map points nowhere and misses. NaN in a map gives NaN.
+
+    Example:
+        >>> import torch
+        >>> attr = torch.tensor([[0., 5., 1.], [2., 2., 2.]])
+        >>> mask = torch.tensor([[0, 1, 0], [1, 0, 0]])
+        >>> pointing_game(attr, mask)
+        tensor([1., 0.], dtype=torch.float64)
+    """
+    a = attr.detach().double()
+    m = _broadcast_mask(mask, a) > 0
+    if a.dim() == 4:
+        p = a.abs().sum(1)
+        m = m.any(1)
+    else:
+        p = a.abs()
+    p = p.reshape(p.shape[0], -1)
+    m = m.reshape(m.shape[0], -1)
+    neg = torch.full_like(p, float("-inf"))
+    inside = torch.where(m, p, neg).amax(1)
+    outside = torch.where(m, neg, p).amax(1)
+    hit = (inside > outside).double()
+    return torch.where(torch.isnan(p).any(1), torch.full_like(hit, float("nan")), hit)
+
+
+# ----------------------------------------------------------------------------------------------
+# completeness of integrated gradients
+# ----------------------------------------------------------------------------------------------
+def completeness_error(attr: Tensor, f_x: Tensor, f_baseline: Tensor) -> Tensor:
+    """Relative completeness error of attributions: ``sum_i |sum(attr_i) - d_i| / sum_i |d_i|``.
+
+    ``d_i = f(x_i) - f(baseline_i)`` is what integrated gradients must distribute. Summing over the
+    probe before dividing keeps the number stable when one sample's ``d_i`` is near zero; for one
+    sample it is ``|sum(attr) - d| / |d|``. When every ``d_i`` is 0 the error is 0 if the
+    attributions sum to 0 as well, else infinite. NaN gives NaN.
+
+    Example:
+        >>> import torch
+        >>> completeness_error(torch.tensor([[1., 2.]]), torch.tensor([4.]), torch.tensor([0.]))
+        tensor(0.2500, dtype=torch.float64)
+    """
+    total = attr.detach().double().reshape(attr.shape[0], -1).sum(1)
+    d = (f_x.detach().double() - f_baseline.detach().double()).reshape(-1)
+    num = (total - d).abs().sum()
+    den = d.abs().sum()
+    if torch.isnan(num) or torch.isnan(den):
+        return torch.tensor(float("nan"), dtype=torch.float64)
+    if den == 0:
+        return torch.tensor(0.0 if num == 0 else float("inf"), dtype=torch.float64)
+    return num / den
+
+
+def ig_completeness(
+    model: nn.Module,
+    inputs: Tensor,
+    target: Union[None, int, Tensor] = None,
+    *,
+    n_steps: int = 32,
+    baseline: Union[None, float, Tensor] = None,
+    method: str = "gausslegendre",
+    chunk_size: Optional[int] = None,
+) -> Tensor:
+    """:func:`completeness_error` of integrated gradients, from their convergence delta.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Linear(3, 1)     # linear: the integral is exact with any number of steps
+        >>> bool(ig_completeness(net, torch.randn(4, 3), n_steps=2) < 1e-6)
+        True
+    """
+    attr, delta = integrated_gradients(  # type: ignore[misc]
+        model, inputs, target, baseline=baseline, n_steps=n_steps, method=method,
+        chunk_size=chunk_size, return_convergence_delta=True,
+    )
+    total = attr.detach().double().reshape(attr.shape[0], -1).sum(1)
+    d = total - delta.detach().double()  # f(x) - f(baseline)
+    return completeness_error(attr, d, torch.zeros_like(d))
