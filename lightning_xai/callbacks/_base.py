@@ -11,9 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from .. import functional as F
-from .._lightning import Callback, TensorBoardLogger, rank_zero_warn
+from .._lightning import Callback, rank_zero_warn
 from ..probe import ProbeSet
 from ._cache import cache_for
+from ._dashboard import ensure_layout, log_text, tensorboard_writers
 
 __all__ = ["XAICallback", "normalize_methods", "TargetSpec"]
 
@@ -73,7 +74,16 @@ class XAICallback(Callback):
     Holds the probe, the target rule and ``every_n_epochs``; validates them against the model at
     ``setup``; computes attributions through the per-trainer cache; logs scalars through every
     Lightning logger and images to TensorBoard.
+
+    The first lightning_xai callback of a run to start (``on_fit_start`` or ``on_validation_start``)
+    writes the custom-scalars dashboard layout to each TensorBoard logger, once per log directory
+    (:func:`lightning_xai.callbacks._dashboard.ensure_layout`). Subclasses say which of its categories
+    they fill in ``dashboard_categories``; subclasses that override these hooks call ``super()``.
     """
+
+    #: the categories of the custom-scalars dashboard (``_dashboard.CATEGORIES``) this callback fills;
+    #: empty means "not declared", and then the dashboard gets every category
+    dashboard_categories: Tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -284,7 +294,7 @@ class XAICallback(Callback):
             logger.log_metrics(values, step=trainer.global_step)
 
     def _tensorboards(self, trainer: Any) -> List[Any]:
-        return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        return tensorboard_writers(trainer)
 
     def _log_image(self, trainer: Any, tag: str, image: np.ndarray) -> None:
         """An HxWx3 uint8 image to every TensorBoard logger (rank 0); one warning when there is none."""
@@ -300,6 +310,15 @@ class XAICallback(Callback):
             return
         for w in writers:
             w.add_image(tag, image, global_step=trainer.global_step, dataformats="HWC")
+
+    def _log_text(self, trainer: Any, tag: str, markdown: str) -> None:
+        """Markdown to every TensorBoard logger's *Text* tab (rank 0); one warning when there is none."""
+        if trainer.is_global_zero and log_text(trainer, tag, markdown) == 0:
+            self._warn_once(
+                "no-tensorboard-text",
+                f"{type(self).__name__}: no TensorBoardLogger attached, so the text summary {tag!r} is not "
+                "logged. Add pytorch_lightning.loggers.TensorBoardLogger.",
+            )
 
     # ------------------------------------------------------------------ state
     def _probe_state(self) -> Dict[str, Any]:
@@ -317,6 +336,12 @@ class XAICallback(Callback):
             )
 
     # ------------------------------------------------------------------ hooks shared by all
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        ensure_layout(trainer)
+
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        ensure_layout(trainer)
+
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         cache_for(trainer).start_epoch()
 

@@ -29,7 +29,16 @@ from .attribution import (
     saliency,
     smoothgrad,
 )
-from .render import bar_chart, color_scale, colormap, is_signed, overlay_grid
+from .render import (
+    COLOR_SCALE_POLICIES,
+    bar_chart,
+    clipped_fraction,
+    color_scale,
+    colormap,
+    is_signed,
+    next_color_scale,
+    overlay_grid,
+)
 from .summary import entropy, gini, global_importance, summarize, top_mass
 
 __all__ = [
@@ -49,10 +58,13 @@ __all__ = [
     "resolve_layer",
     "saliency",
     "smoothgrad",
+    "COLOR_SCALE_POLICIES",
     "bar_chart",
+    "clipped_fraction",
     "color_scale",
     "colormap",
     "is_signed",
+    "next_color_scale",
     "overlay_grid",
     "entropy",
     "gini",
