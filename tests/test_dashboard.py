@@ -206,7 +206,7 @@ def test_color_scale_fixed_stays_across_epochs_and_images_use_it(tmp_path):
     want = F.overlay_grid(
         probe.inputs, maps, vmax=first_vmax["saliency"], signed=False,
         labels=mon._labels(trainer, run["model"], len(probe)),
-        highlight=mon._mistakes(trainer, run["model"], len(probe)),
+        highlight=mon._mistakes(trainer, run["model"], len(probe)), columns=4,
         title=f"saliency, epoch 2 (step {trainer.global_step})", legend=mon._scale_legend("saliency"),
     )
     assert "fixed at epoch 0" in mon._scale_legend("saliency")
@@ -232,8 +232,8 @@ def test_color_scale_policies_in_a_run(tmp_path):
     grow = vmax_trace("grow")
     first = grow[0][0]
     for v, c in grow:
-        k = np.log2(v / first)
-        assert k == pytest.approx(round(k)) and k >= 0  # the first scale times a power of two
+        k = 2 * np.log2(v / first)
+        assert k == pytest.approx(round(k)) and k >= 0  # the first scale times a power of sqrt(2)
         assert v >= c or v == pytest.approx(c)  # never below this epoch's maps
     assert [v for v, _ in grow] == sorted(v for v, _ in grow)  # never lowered
     assert all(v == 0.05 for v, _ in vmax_trace(0.05))
@@ -328,5 +328,7 @@ def test_event_files_hold_png_images_of_expected_size(tmp_path):
         png = event.encoded_image_string
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
         im = Image.open(io.BytesIO(png))
-        # 8 samples of 8x8 upscaled to 64 px in one row: 8 * (64 + 4) + 4 wide
-        assert im.size == (event.width, event.height) == (548, 16 + 4 + 14 + 64 + 4 + 64 + 4 + 28 + 14)
+        # 8 samples of 8x8 upscaled to 64 px, 4 a row (fits TensorBoard's image card): 4 * (64 + 4) + 4
+        # wide; title 16, then 2 rows of (caption 14 + input 64 + gap 4 + heatmap 64 + gap 4), a 4 px
+        # margin, the colour bar (28) and its legend line (14)
+        assert im.size == (event.width, event.height) == (276, 16 + 4 + 2 * (14 + 64 + 4 + 64 + 4) + 28 + 14)

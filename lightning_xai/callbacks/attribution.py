@@ -53,9 +53,10 @@ class AttributionMonitor(XAICallback):
         log_images: set False to log only the scalars (and the text summary).
         color_scale: how each method's colour-scale maximum is chosen across epochs:
             ``"grow"`` (default): set at the first logged epoch and kept, so the same colour means
-            the same value from epoch to epoch, but doubled (never lowered) when the maps outgrow
-            it: gradients usually grow while a network trains, and a scale fixed on the untrained
-            network saturates (31% of the pixels of the digits demo's saliency maps by epoch 8);
+            the same value from epoch to epoch, but raised in steps of sqrt(2) (never lowered) when
+            the maps outgrow it: gradients usually grow while a network trains, and a scale fixed on
+            the untrained network saturates (31% of the pixels of the digits demo's saliency maps
+            by epoch 8);
             ``"fixed"``: set at the first logged epoch and never changed (the legend under the
             colour bar says how much is clipped, and a warning suggests ``"grow"`` past 25%);
             ``"per_epoch"``: rescaled to each epoch's maps (compare shapes, not magnitudes);
@@ -79,6 +80,10 @@ class AttributionMonitor(XAICallback):
     """
 
     dashboard_categories = ("Attribution summaries",)
+
+    #: samples per row of an image grid: 4 tiles of 64 px fit TensorBoard's image card unscaled,
+    #: so captions stay readable without "show actual image size"
+    GRID_COLUMNS = 4
 
     #: above this share of clipped pixels, a fixed colour scale warns once (per method)
     SATURATION_WARNING = 0.25
@@ -171,7 +176,7 @@ class AttributionMonitor(XAICallback):
                 f"saturated-{method}",
                 f"AttributionMonitor: the fixed colour scale of {method!r} (max {vmax:.3g}, set at epoch "
                 f"{self._vmax_epoch[method]}) now clips {clipped:.0%} of the map, which saturates. Pass "
-                "color_scale='grow' (doubles the scale when outgrown), 'per_epoch', or a number.",
+                "color_scale='grow' (raises the scale when outgrown), 'per_epoch', or a number.",
             )
         return vmax
 
@@ -181,7 +186,7 @@ class AttributionMonitor(XAICallback):
         if policy == "fixed":
             text = f"colour scale fixed at epoch {since}"
         elif policy == "grow":
-            text = f"colour scale set at epoch {since} (doubles when outgrown)"
+            text = f"colour scale set at epoch {since} (raised x1.41 when outgrown)"
         elif policy == "per_epoch":
             text = "colour scale of this epoch"
         else:
@@ -227,6 +232,7 @@ class AttributionMonitor(XAICallback):
                 signed=self._signed[method],
                 labels=self._labels(trainer, pl_module, n),
                 highlight=self._mistakes(trainer, pl_module, n),
+                columns=self.GRID_COLUMNS,
                 title=f"{method}, epoch {trainer.current_epoch} (step {trainer.global_step})",
                 legend=self._scale_legend(method),
             )

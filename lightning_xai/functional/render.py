@@ -108,6 +108,8 @@ def clipped_fraction(attr: Tensor, vmax: float) -> float:
 
 #: the colour-scale policies of :func:`next_color_scale` (a positive number is accepted too)
 COLOR_SCALE_POLICIES = ("fixed", "grow", "per_epoch")
+#: the factor by which ``"grow"`` raises a colour scale that the maps have outgrown
+GROW_STEP = float(np.sqrt(2.0))
 
 
 def next_color_scale(policy: object, previous: Optional[float], attr: Tensor) -> float:
@@ -116,9 +118,9 @@ def next_color_scale(policy: object, previous: Optional[float], attr: Tensor) ->
     - ``"fixed"``: the :func:`color_scale` of the first maps seen, kept for every later epoch, so
       the same colour means the same value in every epoch; maps that grow beyond it saturate
       (see :func:`clipped_fraction`).
-    - ``"grow"``: like ``"fixed"``, but when the maps outgrow the scale it is doubled (as many times
-      as needed), never lowered: colours stay comparable between rescalings, which are rare and
-      visible in the colour bar, and the maps never saturate for long.
+    - ``"grow"``: like ``"fixed"``, but when the maps outgrow the scale it is raised in steps of
+      ``GROW_STEP`` (sqrt 2, as many as needed) and never lowered: colours stay comparable between
+      rescalings, which are few and shown by the colour bar, and the maps do not saturate.
     - ``"per_epoch"``: the :func:`color_scale` of each epoch's maps (shapes, not magnitudes, compare).
     - a positive number: that maximum, always.
 
@@ -127,8 +129,8 @@ def next_color_scale(policy: object, previous: Optional[float], attr: Tensor) ->
         >>> small, big = torch.full((4,), 1.0), torch.full((4,), 5.0)
         >>> next_color_scale("fixed", None, small), next_color_scale("fixed", 1.0, big)
         (1.0, 1.0)
-        >>> next_color_scale("grow", 1.0, big), next_color_scale("grow", 8.0, small)
-        (8.0, 8.0)
+        >>> round(next_color_scale("grow", 1.0, big), 3), next_color_scale("grow", 8.0, small)
+        (5.657, 8.0)
         >>> next_color_scale("per_epoch", 1.0, big), next_color_scale(2.5, None, big)
         (5.0, 2.5)
     """
@@ -145,7 +147,8 @@ def next_color_scale(policy: object, previous: Optional[float], attr: Tensor) ->
     if previous is None or not previous > 0 or policy == "per_epoch":
         return current
     if policy == "grow" and current > previous:
-        return float(previous * 2.0 ** np.ceil(np.log2(current / previous)))
+        steps = np.ceil(np.log(current / previous) / np.log(GROW_STEP) - 1e-9)
+        return float(previous * GROW_STEP**steps)
     return float(previous)
 
 
