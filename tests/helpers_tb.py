@@ -72,6 +72,7 @@ def tiny_run(
     n_probe: int = 8,
     name: str = "run",
     loggers: Optional[Sequence[Any]] = None,
+    trainer_kwargs: Optional[Dict[str, Any]] = None,
     **monitor_kwargs: Any,
 ) -> Dict[str, Any]:
     """Fit TinyCNN for ``epochs`` with an AttributionMonitor (and ``callbacks_factory(probe)``) into ``root``.
@@ -89,7 +90,7 @@ def tiny_run(
     if callbacks_factory is not None:
         callbacks.extend(callbacks_factory(probe))
     logger = TensorBoardLogger(root, name=name, default_hp_metric=False)
-    trainer = pl.Trainer(
+    options: Dict[str, Any] = dict(
         max_epochs=epochs,
         logger=[logger, *(loggers or [])],
         callbacks=callbacks,
@@ -101,6 +102,8 @@ def tiny_run(
         log_every_n_steps=1,
         num_sanity_val_steps=0,
     )
+    options.update(trainer_kwargs or {})
+    trainer = pl.Trainer(**options)
     model = TinyCNN()
     trainer.fit(model, DataLoader(data, batch_size=32), DataLoader(data, batch_size=96))
     return {"trainer": trainer, "monitor": monitor, "log_dir": logger.log_dir, "probe": probe, "model": model}
@@ -240,7 +243,9 @@ def chromium_path() -> Optional[str]:
     return None
 
 
-def chromium(url: str, user_data_dir: str, *extra: str, timeout: float = 60.0) -> "subprocess.CompletedProcess[bytes]":
+def chromium(
+    url: str, user_data_dir: str, *extra: str, window: str = "1400,1000", timeout: float = 60.0
+) -> "subprocess.CompletedProcess[bytes]":
     """Run headless Chromium (Debian's package) once on ``url`` with the flags for a sandbox-less machine."""
     exe = chromium_path()
     assert exe is not None
@@ -248,6 +253,6 @@ def chromium(url: str, user_data_dir: str, *extra: str, timeout: float = 60.0) -
         exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={user_data_dir}",
-        "--window-size=1400,1000", *extra, url,
+        f"--window-size={window}", *extra, url,
     ]
     return subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)

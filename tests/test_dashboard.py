@@ -6,6 +6,7 @@ Everything is read back from the event files that a real ``pl.Trainer`` run wrot
 from __future__ import annotations
 
 import io
+import os
 import re
 
 import numpy as np
@@ -100,17 +101,47 @@ def test_fit_then_validate_same_log_dir_keeps_one_layout(tmp_path):
     assert len(layouts_in(run2["log_dir"])) == 1
 
 
+def test_layout_rewritten_when_the_run_directory_was_deleted(tmp_path):
+    import shutil
+
+    root = tmp_path / "logs"
+    first = tiny_run(str(root), epochs=1)
+    shutil.rmtree(root)  # a notebook user wipes the logs and runs again: same version_0 path
+    second = tiny_run(str(root), epochs=1)
+    assert second["log_dir"] == first["log_dir"]
+    assert len(layouts_in(second["log_dir"])) == 1
+
+
+def test_ddp_two_processes_write_layout_images_and_text_once(tmp_path):
+    run = tiny_run(
+        str(tmp_path), epochs=1, n_probe=4, methods=["saliency"],
+        trainer_kwargs=dict(strategy="ddp_spawn", devices=2, accelerator="cpu"),
+    )
+    # (the parent process's logger resolves its version lazily, so look for the run on disk)
+    files = sorted(str(p) for p in tmp_path.rglob("events.out.tfevents.*"))
+    assert len(files) == 1, f"only rank 0 writes TensorBoard events, got {files}"
+    log_dir = os.path.dirname(files[0])
+    assert len(layouts_in(log_dir)) == 1
+    acc = accumulator(log_dir)
+    assert len(acc.Images("xai/attr/saliency")) == 1
+    assert len(texts_in(log_dir, "xai/attr/summary")) == 1
+    # one value per epoch (not one per rank): 96 samples / 2 ranks / 32 a batch = step 2
+    assert [e.step for e in acc.Scalars("xai/attr/saliency/gini")] == [2]
+
+
 def test_no_layout_without_tensorboard_and_csv_logger_still_works(tmp_path):
     pl.seed_everything(0)
     data = blob_data()
     probe = ProbeSet(data.tensors[0][:4], targets=data.tensors[1][:4])
     monitor = AttributionMonitor(probe, methods=["saliency"])
     trainer = pl.Trainer(
-        max_epochs=1, logger=CSVLogger(str(tmp_path)), callbacks=[monitor], enable_checkpointing=False,
+        max_epochs=2, logger=CSVLogger(str(tmp_path)), callbacks=[monitor], enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
     )
-    with pytest.warns(UserWarning, match="no TensorBoardLogger attached"):
+    with pytest.warns(UserWarning, match="no TensorBoardLogger attached") as record:
         trainer.fit(TinyCNN(), DataLoader(data, batch_size=32), DataLoader(data, batch_size=96))
+    # one warning for images and text together, not one per tag or epoch
+    assert sum("no TensorBoardLogger" in str(w.message) for w in record) == 1
     assert dash.ensure_layout(trainer) is False
     assert not list(tmp_path.rglob("events.out.tfevents.*"))
     assert "xai/attr/saliency/gini" in trainer.callback_metrics
@@ -308,14 +339,14 @@ def test_small_inputs_upscaled_nearest_neighbour_to_readable_size():
 
 def test_legend_colour_bar_spans_the_colormap_and_names_the_scale():
     img = F.overlay_grid(torch.rand(2, 1, 8, 8), torch.randn(2, 1, 8, 8), vmax=2.0, legend="scale note")
-    bar_row = img[-42 + 6]  # middle of the 10-px colour bar under the grid (bar height 28 + 14 legend)
+    bar_row = img[-41 + 6]  # middle of the 10-px colour bar under the grid (bar 28 px + 13 per legend line)
     ramp = (F.colormap(np.linspace(-1, 1, img.shape[1] - 20), signed=True) * 255).round()
     np.testing.assert_allclose(bar_row[10 : img.shape[1] - 10].astype(float), ramp, atol=1)
     # the ends of a signed bar are the dark blue and dark red of RdBu; the middle is near white
     assert bar_row[10][2] > bar_row[10][0] and bar_row[img.shape[1] - 11][0] > bar_row[img.shape[1] - 11][2]
     mid = bar_row[img.shape[1] // 2]
     assert mid.min() > 230
-    legend_band = img[-14:]
+    legend_band = img[-13:]
     assert (legend_band.min(axis=2) < 150).sum() > 30  # the legend text is drawn
 
 
@@ -330,5 +361,5 @@ def test_event_files_hold_png_images_of_expected_size(tmp_path):
         im = Image.open(io.BytesIO(png))
         # 8 samples of 8x8 upscaled to 64 px, 4 a row (fits TensorBoard's image card): 4 * (64 + 4) + 4
         # wide; title 16, then 2 rows of (caption 14 + input 64 + gap 4 + heatmap 64 + gap 4), a 4 px
-        # margin, the colour bar (28) and its legend line (14)
-        assert im.size == (event.width, event.height) == (276, 16 + 4 + 2 * (14 + 64 + 4 + 64 + 4) + 28 + 14)
+        # margin, the colour bar (28) and its legend, wrapped to two lines of 13
+        assert im.size == (event.width, event.height) == (276, 16 + 4 + 2 * (14 + 64 + 4 + 64 + 4) + 28 + 2 * 13)

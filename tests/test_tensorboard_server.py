@@ -56,7 +56,7 @@ def test_server_serves_our_images_scalars_layout_and_text(run_dir):
             png = http_get(f"{tb.url}/data/plugin/images/individualImage?{meta[-1]['query']}")
             assert png[:8] == b"\x89PNG\r\n\x1a\n"
             im = Image.open(io.BytesIO(png))
-            assert im.size == (276, 362)  # 4 columns of 64 px tiles (8x8 upscaled), 2 rows, legend
+            assert im.size == (276, 374)  # 4 columns of 64 px tiles (8x8 upscaled), 2 rows, legend
             assert png == acc.Images(f"xai/attr/{method}")[-1].encoded_image_string
             pixels = np.asarray(im.convert("RGB"))
             assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # a picture, not a blank

@@ -302,11 +302,7 @@ class XAICallback(Callback):
             return
         writers = self._tensorboards(trainer)
         if not writers:
-            self._warn_once(
-                "no-tensorboard",
-                f"{type(self).__name__}: no TensorBoardLogger attached, so images such as {tag!r} are not "
-                "logged (scalars still go to your loggers). Add pytorch_lightning.loggers.TensorBoardLogger.",
-            )
+            self._warn_no_tensorboard(tag)
             return
         for w in writers:
             w.add_image(tag, image, global_step=trainer.global_step, dataformats="HWC")
@@ -314,11 +310,14 @@ class XAICallback(Callback):
     def _log_text(self, trainer: Any, tag: str, markdown: str) -> None:
         """Markdown to every TensorBoard logger's *Text* tab (rank 0); one warning when there is none."""
         if trainer.is_global_zero and log_text(trainer, tag, markdown) == 0:
-            self._warn_once(
-                "no-tensorboard-text",
-                f"{type(self).__name__}: no TensorBoardLogger attached, so the text summary {tag!r} is not "
-                "logged. Add pytorch_lightning.loggers.TensorBoardLogger.",
-            )
+            self._warn_no_tensorboard(tag)
+
+    def _warn_no_tensorboard(self, tag: str) -> None:
+        self._warn_once(
+            "no-tensorboard",
+            f"{type(self).__name__}: no TensorBoardLogger attached, so images and text such as {tag!r} are "
+            "not logged (scalars still go to your loggers). Add pytorch_lightning.loggers.TensorBoardLogger.",
+        )
 
     # ------------------------------------------------------------------ state
     def _probe_state(self) -> Dict[str, Any]:

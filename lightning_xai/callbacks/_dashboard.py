@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set
@@ -72,8 +73,18 @@ DEFAULT_LAYOUT: Dict[str, Dict[str, List[str]]] = {
 #: the category names, in order
 CATEGORIES = tuple(DEFAULT_LAYOUT)
 
-#: log directories that already have a layout (one per run, whichever callback comes first)
-_WRITTEN: Set[str] = set()
+#: log directory -> the event files there once its layout was written (one layout per run,
+#: whichever callback comes first; written again only if those files are gone, e.g. deleted by hand)
+_WRITTEN: Dict[str, Set[str]] = {}
+
+
+def _event_files(log_dir: str) -> Set[str]:
+    return set(glob.glob(os.path.join(glob.escape(log_dir), "events.out.tfevents.*")))
+
+
+def _already_written(log_dir: str) -> bool:
+    files = _WRITTEN.get(log_dir)
+    return bool(files) and any(os.path.exists(f) for f in files)  # type: ignore[union-attr]
 
 
 def _logdir(writer: Any) -> Optional[str]:
@@ -167,10 +178,10 @@ def ensure_layout(trainer: Any) -> bool:
     for lg in loggers:
         writer = lg.experiment
         key = _logdir(writer)
-        if key is None or key in _WRITTEN:
+        if key is None or _already_written(key):
             continue
         write_layout(writer, categories)
-        _WRITTEN.add(key)
+        _WRITTEN[key] = _event_files(key)
         wrote = True
     return wrote
 

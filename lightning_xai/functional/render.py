@@ -193,9 +193,26 @@ def _upscale(img: np.ndarray, factor: int) -> np.ndarray:
     return img.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else img
 
 
+def _wrap(text: str, width: int, size: int) -> List[str]:
+    """Split ``text`` at spaces into lines at most ``width`` pixels wide in the default font."""
+    font = _font(size)
+
+    def length(t: str) -> float:
+        return float(font.getlength(t)) if font is not None and hasattr(font, "getlength") else 6.0 * len(t)
+
+    lines: List[str] = []
+    for word in text.split(" "):
+        if lines and length(lines[-1] + " " + word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
 def _colorbar(width: int, signed: bool, vmax: float, legend: Optional[str] = None) -> np.ndarray:
     """The legend: the colormap from ``-vmax`` (or 0) to ``vmax``, ticks at the ends (and 0), a caption."""
-    height = 28 + (14 if legend else 0)
+    lines = _wrap(legend, width - 20, 10) if legend else []
+    height = 28 + 13 * len(lines)
     bar = np.full((height, width, 3), 255, dtype=np.uint8)
     ramp = np.linspace(-1 if signed else 0, 1, max(width - 20, 2))
     bar[2:12, 10 : 10 + len(ramp)] = _to_uint8(colormap(ramp, signed))[None]
@@ -204,8 +221,8 @@ def _colorbar(width: int, signed: bool, vmax: float, legend: Optional[str] = Non
     items = [(10, 13, left, (0, 0, 0)), (max(10, width - 10 - 6 * len(right)), 13, right, (0, 0, 0))]
     if signed:
         items.append((width // 2 - 3, 13, "0", (0, 0, 0)))
-    if legend:
-        items.append((10, 27, legend, (60, 60, 60)))
+    for i, line in enumerate(lines):
+        items.append((10, 27 + 13 * i, line, (60, 60, 60)))
     return _draw_text(bar, items, size=10)
 
 
