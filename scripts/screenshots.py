@@ -1,7 +1,7 @@
 """Make the documentation's TensorBoard screenshots from a real run of the digits demo.
 
     python scripts/screenshots.py                 # writes docs/images/*.png (about a minute)
-    python scripts/screenshots.py --epochs 4 --out /tmp/shots --keep-logs
+    python scripts/screenshots.py --epochs 4 --out shots --keep-logs
 
 Steps: run ``example_trainers/digits.py`` into a temporary log directory, start a real TensorBoard
 server on 127.0.0.1 (a free port), load its dashboards in headless Chromium (Debian's ``chromium``
@@ -62,7 +62,8 @@ def main(argv: List[str] | None = None) -> List[str]:
 
     from example_trainers.digits import main as digits_main
 
-    logs = tempfile.mkdtemp(prefix="lightning_xai_shots_")
+    work = tempfile.mkdtemp(prefix="lightning_xai_shots_")
+    logs = os.path.join(work, "lightning_logs")  # TensorBoard shows it as "lightning_logs", as for a user
     written: List[str] = []
     try:
         log_dir = digits_main(["--epochs", str(args.epochs), "--logdir", logs, "--methods", *METHODS])
@@ -73,7 +74,7 @@ def main(argv: List[str] | None = None) -> List[str]:
         with open(path, "wb") as f:
             f.write(grid)
         written.append(path)
-        with TensorBoardServer(logs) as tb:
+        with TensorBoardServer("lightning_logs", cwd=work) as tb:
             tb.wait_for("/data/plugin/images/tags", lambda j: len(next(iter(j.values()), {})) >= len(METHODS))
             with tempfile.TemporaryDirectory() as tmp:
                 for name, (page, (w, h)) in PAGES.items():
@@ -97,7 +98,7 @@ def main(argv: List[str] | None = None) -> List[str]:
         if args.keep_logs:
             print(f"logs kept in {logs}")
         else:
-            shutil.rmtree(logs, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
     return written
 
 

@@ -159,8 +159,9 @@ def http_get(url: str, timeout: float = 10.0) -> bytes:
 class TensorBoardServer:
     """``python -m tensorboard.main`` on 127.0.0.1 at a free port, as a context manager (always stopped)."""
 
-    def __init__(self, logdir: str, wait_s: float = 30.0) -> None:
+    def __init__(self, logdir: str, wait_s: float = 30.0, cwd: Optional[str] = None) -> None:
         self.logdir = logdir
+        self.cwd = cwd
         self.wait_s = wait_s
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -174,7 +175,7 @@ class TensorBoardServer:
             "--logdir", self.logdir, "--host", "127.0.0.1", "--port", str(self.port),
             "--load_fast", "false", "--reload_interval", "1",
         ]
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.cwd)
         try:
             self._wait_until_up()
         except BaseException:

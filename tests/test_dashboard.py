@@ -95,6 +95,9 @@ def test_fit_then_validate_same_log_dir_keeps_one_layout(tmp_path):
     trainer = run["trainer"]
     trainer.validate(run["model"], DataLoader(blob_data(), batch_size=96), verbose=False)
     assert len(layouts_in(run["log_dir"])) == 1
+    # validate() runs under inference mode: the maps, picture and summary were still made
+    assert len(accumulator(run["log_dir"]).Images("xai/attr/saliency")) == 2
+    assert len(texts_in(run["log_dir"], "xai/attr/summary")) == 2
     # a second run (a new version directory) gets its own
     run2 = tiny_run(str(tmp_path), epochs=1)
     assert run2["log_dir"] != run["log_dir"]
@@ -153,7 +156,9 @@ def test_write_layout_rejects_unknown_category_and_takes_extra(tmp_path):
     w = SummaryWriter(str(tmp_path))
     with pytest.raises(ValueError, match=r"unknown dashboard category \['Gradients'\].*known: \['Loss'"):
         dash.write_layout(w, categories=["Gradients"])
-    layout = dash.write_layout(w, categories=["Drift"], extra={"Mine": {"lr": [r"lr-.*"]}})
+    with pytest.raises(ValueError, match=r"chart 'lr' of 'Mine': 'lr-\(' is not a valid regular expression"):
+        dash.write_layout(w, extra={"Mine": {"lr": ["lr-("]}})
+    layout = dash.write_layout(w, categories="Drift", extra={"Mine": {"lr": [r"lr-.*"]}})
     w.close()
     assert [c.title for c in layout.category] == ["Loss", "Drift", "Mine"]
     (written,) = layouts_in(str(tmp_path))

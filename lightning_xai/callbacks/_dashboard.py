@@ -28,6 +28,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set
 
 from .._lightning import TensorBoardLogger
@@ -88,9 +89,8 @@ def _already_written(log_dir: str) -> bool:
 
 
 def _logdir(writer: Any) -> Optional[str]:
-    for get in ("get_logdir",):
-        if callable(getattr(writer, get, None)):
-            return os.path.abspath(str(getattr(writer, get)()))
+    if callable(getattr(writer, "get_logdir", None)):
+        return os.path.abspath(str(writer.get_logdir()))
     for attr in ("log_dir", "logdir"):
         if getattr(writer, attr, None):
             return os.path.abspath(str(getattr(writer, attr)))
@@ -113,6 +113,8 @@ def write_layout(
     """
     from torch.utils.tensorboard.summary import custom_scalars
 
+    if isinstance(categories, str):
+        categories = [categories]
     wanted = set(CATEGORIES if categories is None else categories) | {"Loss"}
     unknown = wanted - set(CATEGORIES)
     if unknown:
@@ -125,7 +127,17 @@ def write_layout(
         if name in wanted:
             layout[name] = {title: ["Multiline", list(tags)] for title, tags in charts.items()}
     for name, charts in (extra or {}).items():
-        layout.setdefault(name, {}).update({title: ["Multiline", list(tags)] for title, tags in charts.items()})
+        for title, tags in charts.items():
+            if isinstance(tags, str):
+                tags = [tags]
+            for tag in tags:
+                try:
+                    re.compile(tag)
+                except re.error as err:
+                    raise ValueError(
+                        f"chart {title!r} of {name!r}: {tag!r} is not a valid regular expression ({err})"
+                    ) from err
+            layout.setdefault(name, {})[title] = ["Multiline", list(tags)]
     writer.add_custom_scalars(layout)
     flush = getattr(writer, "flush", None)
     if callable(flush):
