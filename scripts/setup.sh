@@ -19,3 +19,14 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     "$VPY" -m pip install --quiet -e ".[test]"
     touch "$stamp"
 fi
+# Optional: Debian's headless Chromium for the browser test (tests/test_tensorboard_server.py), which
+# is skipped without it. Installed only in CI (CI or LIGHTNING_XAI_INSTALL_CHROMIUM=1), as root, with
+# apt-get present; any failure here is reported and ignored, so set-up never fails because of it.
+if [ -n "${CI:-}${LIGHTNING_XAI_INSTALL_CHROMIUM:-}" ] && [ "${LIGHTNING_XAI_INSTALL_CHROMIUM:-1}" != "0" ] \
+    && [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    if ! (export DEBIAN_FRONTEND=noninteractive
+          timeout 300 apt-get update -qq >/dev/null 2>&1 \
+          && timeout 600 apt-get install -y -qq chromium >/dev/null 2>&1); then
+        echo "setup: could not install chromium with apt-get; the headless-browser test will be skipped" >&2
+    fi
+fi

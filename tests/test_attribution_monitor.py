@@ -34,7 +34,8 @@ def test_image_run_writes_maps_and_scalars(tmp_path):
         images = ea.Images(f"xai/attr/{m}")
         assert [im.step for im in images] == [2, 4]  # one per validation epoch, at global_step, none in sanity check
         w, h = _png_size(images[-1].encoded_image_string)
-        assert w >= 8 * 64 and h >= 2 * 64  # 8 probe columns, input + overlay rows, upscaled to >= 64 px
+        # 8 probes in 4 columns x 2 rows, each an input above its overlay, upscaled to >= 64 px tiles
+        assert w >= 4 * 64 and h >= 2 * 2 * 64
         for s in ("gini", "entropy", "top10_mass"):
             values = [e.value for e in ea.Scalars(f"xai/attr/{m}/{s}")]
             assert len(values) == 2 and all(0.0 <= v <= 1.0 for v in values)

@@ -1,8 +1,12 @@
 """Lightning callbacks: thin orchestrators over :mod:`lightning_xai.functional`."""
 
+from ._dashboard import log_text, write_layout
 from .attribution import AttributionMonitor
 from .dead_relu import DeadReLUMonitor
 from .drift import FeatureDriftMonitor
 from .gate import GateReason, SanityGate
 
-__all__ = ["AttributionMonitor", "DeadReLUMonitor", "FeatureDriftMonitor", "SanityGate", "GateReason"]
+__all__ = [
+    "AttributionMonitor", "DeadReLUMonitor", "FeatureDriftMonitor", "SanityGate", "GateReason",
+    "log_text", "write_layout",
+]

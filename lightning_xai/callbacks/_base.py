@@ -17,6 +17,7 @@ from .._lightning import Callback, TensorBoardLoggers, rank_zero_warn
 from ..errors import SanityCheckError
 from ..probe import ProbeSet, ProbeSpec
 from ._cache import cache_for
+from ._dashboard import ensure_layout, log_text, tensorboard_writers
 
 __all__ = ["XAICallback", "normalize_methods", "TargetSpec"]
 
@@ -83,6 +84,11 @@ class XAICallback(Callback):
     Holds the probe, the target rule and ``every_n_epochs``; validates them against the model at
     ``setup``; computes attributions through the per-trainer cache; logs scalars through every
     Lightning logger and images to TensorBoard.
+
+    The first lightning_xai callback of a run to start (``on_fit_start`` or ``on_validation_start``)
+    writes the custom-scalars dashboard layout to each TensorBoard logger, once per log directory
+    (:func:`lightning_xai.callbacks._dashboard.ensure_layout`). Subclasses say which of its categories
+    they fill in ``dashboard_categories``; subclasses that override these hooks call ``super()``.
     """
 
     #: hooks whose failures ``on_error="warn"`` turns into a warning (set-up errors always raise)
@@ -97,6 +103,10 @@ class XAICallback(Callback):
             hook = cls.__dict__.get(name)
             if hook is not None and not getattr(hook, "_xai_guarded", False):
                 setattr(cls, name, _guard_hook(hook))
+
+    #: the categories of the custom-scalars dashboard (``_dashboard.CATEGORIES``) this callback fills;
+    #: empty means "not declared", and then the dashboard gets every category
+    dashboard_categories: Tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -394,7 +404,7 @@ class XAICallback(Callback):
             logger.log_metrics(values, step=trainer.global_step)
 
     def _tensorboards(self, trainer: Any) -> List[Any]:
-        return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLoggers)]
+        return tensorboard_writers(trainer)
 
     def _log_image(self, trainer: Any, tag: str, image: np.ndarray) -> None:
         """An HxWx3 uint8 image to every TensorBoard logger (rank 0); one warning when there is none."""
@@ -424,6 +434,18 @@ class XAICallback(Callback):
             "loggers that take no images.",
         )
 
+    def _log_text(self, trainer: Any, tag: str, markdown: str) -> None:
+        """Markdown to every TensorBoard logger's *Text* tab (rank 0); one warning when there is none."""
+        if trainer.is_global_zero and log_text(trainer, tag, markdown) == 0:
+            self._warn_no_tensorboard(tag)
+
+    def _warn_no_tensorboard(self, tag: str) -> None:
+        self._warn_once(
+            "no-tensorboard",
+            f"{type(self).__name__}: no TensorBoardLogger attached, so images and text such as {tag!r} are "
+            "not logged (scalars still go to your loggers). Add pytorch_lightning.loggers.TensorBoardLogger.",
+        )
+
     # ------------------------------------------------------------------ state
     def _probe_state(self) -> Dict[str, Any]:
         return {} if self.probe is None else {"probe": self.probe.state_dict()}
@@ -447,6 +469,12 @@ class XAICallback(Callback):
     def _setup_checks(self, trainer: Any, pl_module: Any) -> None:
         """Validate the configuration against the model (subclasses extend it); raises at setup."""
         self._check_against_model(pl_module)
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        ensure_layout(trainer)
+
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        ensure_layout(trainer)
 
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         cache_for(trainer).start_epoch()

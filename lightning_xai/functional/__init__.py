@@ -58,7 +58,6 @@ from .drift import (
     rank_correlation,
     topk_overlap,
 )
-from .render import bar_chart, color_scale, colormap, heatmap_chart, is_signed, overlay_grid
 from .checks import (
     SIMILARITIES,
     completeness_error,
@@ -73,6 +72,17 @@ from .checks import (
     spearman,
     ssim,
     top_layers,
+)
+from .render import (
+    COLOR_SCALE_POLICIES,
+    bar_chart,
+    heatmap_chart,
+    clipped_fraction,
+    color_scale,
+    colormap,
+    is_signed,
+    next_color_scale,
+    overlay_grid,
 )
 from .summary import entropy, gini, global_importance, summarize, top_mass
 
@@ -111,11 +121,14 @@ __all__ = [
     "per_sample_maps",
     "rank_correlation",
     "topk_overlap",
-    "bar_chart",
     "heatmap_chart",
+    "COLOR_SCALE_POLICIES",
+    "bar_chart",
+    "clipped_fraction",
     "color_scale",
     "colormap",
     "is_signed",
+    "next_color_scale",
     "overlay_grid",
     "entropy",
     "gini",

@@ -168,7 +168,10 @@ def _select_output(out: Tensor, target: Optional[Tensor]) -> Tensor:
             f"target class {int(target.max()) if int(target.max()) >= out.shape[1] else int(target.min())} "
             f"is out of range: the model returns {out.shape[1]} classes (valid indices 0..{out.shape[1] - 1})"
         )
-    return out.gather(1, target.view(-1, 1)).squeeze(1)
+    index = target.reshape(-1, 1)
+    if index.is_inference():  # e.g. predictions made under trainer.validate()'s inference mode
+        index = index.clone()
+    return out.gather(1, index).squeeze(1)
 
 
 def _chunks(total: int, chunk: int) -> Iterable[Tuple[int, int]]:

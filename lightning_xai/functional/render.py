@@ -19,7 +19,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["colormap", "overlay_grid", "bar_chart", "heatmap_chart", "color_scale", "is_signed"]
+__all__ = [
+    "colormap",
+    "overlay_grid",
+    "bar_chart",
+    "heatmap_chart",
+    "color_scale",
+    "is_signed",
+    "clipped_fraction",
+    "next_color_scale",
+    "COLOR_SCALE_POLICIES",
+]
+
+#: Okabe-Ito vermillion for flagged (e.g. misclassified) samples: distinct under common colour-vision deficiencies
+_VERMILLION = (213, 94, 0)
 
 _VIRIDIS = np.array(
     [
@@ -80,6 +93,67 @@ def color_scale(attr: Tensor, quantile: float = 0.995) -> float:
     return v if v > 0 else (float(a.max()) or 1.0)
 
 
+def clipped_fraction(attr: Tensor, vmax: float) -> float:
+    """The fraction of finite values with ``|value| > vmax``: how much of a map a colour scale clips.
+
+    Example:
+        >>> import torch
+        >>> clipped_fraction(torch.tensor([0.5, -2.0, 1.0, 3.0]), vmax=1.0)
+        0.5
+    """
+    a = attr.detach().abs().reshape(-1)
+    a = a[torch.isfinite(a)]
+    if a.numel() == 0:
+        return 0.0
+    return float((a > vmax).double().mean())
+
+
+#: the colour-scale policies of :func:`next_color_scale` (a positive number is accepted too)
+COLOR_SCALE_POLICIES = ("fixed", "grow", "per_epoch")
+#: the factor by which ``"grow"`` raises a colour scale that the maps have outgrown
+GROW_STEP = float(np.sqrt(2.0))
+
+
+def next_color_scale(policy: object, previous: Optional[float], attr: Tensor) -> float:
+    """This epoch's colour-scale maximum for one method, given the policy and the previous maximum.
+
+    - ``"fixed"``: the :func:`color_scale` of the first maps seen, kept for every later epoch, so
+      the same colour means the same value in every epoch; maps that grow beyond it saturate
+      (see :func:`clipped_fraction`).
+    - ``"grow"``: like ``"fixed"``, but when the maps outgrow the scale it is raised in steps of
+      ``GROW_STEP`` (sqrt 2, as many as needed) and never lowered: colours stay comparable between
+      rescalings, which are few and shown by the colour bar, and the maps do not saturate.
+    - ``"per_epoch"``: the :func:`color_scale` of each epoch's maps (shapes, not magnitudes, compare).
+    - a positive number: that maximum, always.
+
+    Example:
+        >>> import torch
+        >>> small, big = torch.full((4,), 1.0), torch.full((4,), 5.0)
+        >>> next_color_scale("fixed", None, small), next_color_scale("fixed", 1.0, big)
+        (1.0, 1.0)
+        >>> round(next_color_scale("grow", 1.0, big), 3), next_color_scale("grow", 8.0, small)
+        (5.657, 8.0)
+        >>> next_color_scale("per_epoch", 1.0, big), next_color_scale(2.5, None, big)
+        (5.0, 2.5)
+    """
+    if isinstance(policy, (int, float)) and not isinstance(policy, bool):
+        if not policy > 0 or not np.isfinite(policy):
+            raise ValueError(f"a numeric colour scale must be a finite number > 0, got {policy!r}")
+        return float(policy)
+    if policy not in COLOR_SCALE_POLICIES:
+        raise ValueError(
+            f"unknown colour-scale policy {policy!r}: use one of {', '.join(map(repr, COLOR_SCALE_POLICIES))} "
+            "or a positive number (the fixed maximum)"
+        )
+    current = color_scale(attr)
+    if previous is None or not previous > 0 or policy == "per_epoch":
+        return current
+    if policy == "grow" and current > previous:
+        steps = np.ceil(np.log(current / previous) / np.log(GROW_STEP) - 1e-9)
+        return float(previous * GROW_STEP**steps)
+    return float(previous)
+
+
 def _font(size: int = 11):  # type: ignore[no-untyped-def]
     try:
         from PIL import ImageFont
@@ -121,16 +195,36 @@ def _upscale(img: np.ndarray, factor: int) -> np.ndarray:
     return img.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else img
 
 
-def _colorbar(width: int, signed: bool, vmax: float) -> np.ndarray:
-    height = 28
+def _wrap(text: str, width: int, size: int) -> List[str]:
+    """Split ``text`` at spaces into lines at most ``width`` pixels wide in the default font."""
+    font = _font(size)
+
+    def length(t: str) -> float:
+        return float(font.getlength(t)) if font is not None and hasattr(font, "getlength") else 6.0 * len(t)
+
+    lines: List[str] = []
+    for word in text.split(" "):
+        if lines and length(lines[-1] + " " + word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
+def _colorbar(width: int, signed: bool, vmax: float, legend: Optional[str] = None) -> np.ndarray:
+    """The legend: the colormap from ``-vmax`` (or 0) to ``vmax``, ticks at the ends (and 0), a caption."""
+    lines = _wrap(legend, width - 20, 10) if legend else []
+    height = 28 + 13 * len(lines)
     bar = np.full((height, width, 3), 255, dtype=np.uint8)
     ramp = np.linspace(-1 if signed else 0, 1, max(width - 20, 2))
-    colors = (colormap(ramp, signed) * 255).astype(np.uint8)
-    bar[2:12, 10 : 10 + len(ramp)] = colors[None]
-    left = f"{-vmax:.2g}" if signed else "0"
-    items = [(10, 13, left, (0, 0, 0)), (max(10, width - 60), 13, f"{vmax:.2g}", (0, 0, 0))]
+    bar[2:12, 10 : 10 + len(ramp)] = _to_uint8(colormap(ramp, signed))[None]
+    left = f"{-vmax:.3g}" if signed else "0"
+    right = f"{vmax:.3g}"
+    items = [(10, 13, left, (0, 0, 0)), (max(10, width - 10 - 6 * len(right)), 13, right, (0, 0, 0))]
     if signed:
         items.append((width // 2 - 3, 13, "0", (0, 0, 0)))
+    for i, line in enumerate(lines):
+        items.append((10, 27 + 13 * i, line, (60, 60, 60)))
     return _draw_text(bar, items, size=10)
 
 
@@ -142,24 +236,36 @@ def overlay_grid(
     labels: Optional[Sequence[str]] = None,
     columns: int = 8,
     min_size: int = 64,
-    alpha: float = 0.8,
+    alpha: float = 0.75,
     title: Optional[str] = None,
+    highlight: Optional[Sequence[bool]] = None,
+    legend: Optional[str] = None,
 ) -> np.ndarray:
-    """A grid of probe images (top) and their heatmap overlays (below), as an HxWx3 uint8 array.
+    """A grid of probe images (top) and their heatmaps (below), as an HxWx3 uint8 array.
+
+    Each heatmap tile is the colormap of ``attribution / vmax`` drawn at opacity ``alpha`` over the
+    input (so the colours match the colour bar, and the digit or object still shows through).
+    Small inputs are upscaled with nearest-neighbour (no blur) until a tile is ``min_size`` pixels.
 
     Args:
         inputs: ``(N, C, H, W)`` probe images.
         attributions: maps of the same shape (or ``(N, 1, H, W)``); channels are summed.
         vmax: colour-scale maximum (default: :func:`color_scale` of these maps). Keep it fixed across
-            epochs to make change visible.
+            epochs to make change visible; values beyond it are clipped to the end colours.
         signed: diverging colormap (default: whether the maps have negative values).
         labels: one short caption per sample (e.g. ``"y=3 p=5"``).
         columns: samples per row; ``min_size``: upscale so each tile is at least this many pixels.
+        alpha: opacity of the heatmap over the input, in ``[0, 1]``.
+        title: a line of text above the grid.
+        highlight: one flag per sample; flagged samples (e.g. misclassified) get a vermillion
+            caption and frame.
+        legend: text under the colour bar (e.g. how the scale was chosen).
 
     Example:
         >>> import torch
-        >>> overlay_grid(torch.rand(3, 1, 8, 8), torch.rand(3, 1, 8, 8)).shape[2]
-        3
+        >>> img = overlay_grid(torch.rand(3, 1, 8, 8), torch.rand(3, 1, 8, 8), labels=["a", "b", "c"])
+        >>> img.shape[2], img.dtype.name, img.shape[1]   # 3 tiles of 8x8 upscaled x8, 4 px gaps
+        (3, 'uint8', 208)
     """
     if inputs.dim() != 4:
         raise ValueError(f"overlay_grid needs (N, C, H, W) images, got shape {tuple(inputs.shape)}")
@@ -168,13 +274,20 @@ def overlay_grid(
         raise ValueError(
             f"attributions of shape {tuple(a.shape)} do not match images of shape {tuple(inputs.shape)}"
         )
+    n = inputs.shape[0]
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"{len(labels)} labels for {n} images: pass one caption per probe sample")
+    if highlight is not None and len(highlight) != n:
+        raise ValueError(f"{len(highlight)} highlight flags for {n} images: pass one per probe sample")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     heat = a.sum(1).numpy()
     if signed is None:
         signed = bool((heat < 0).any())
     if vmax is None or not vmax > 0:
         vmax = color_scale(torch.from_numpy(heat))
     gray = _gray(inputs)
-    n, h, w = heat.shape
+    _, h, w = heat.shape
     factor = max(1, int(np.ceil(min_size / max(h, w))))
     th, tw = h * factor, w * factor
     pad, label_h = 4, (14 if labels is not None else 0)
@@ -193,17 +306,22 @@ def overlay_grid(
         x0 = pad + c * (tw + pad)
         base = gray[k]
         base_rgb = np.repeat(base, 3, axis=2) if base.shape[2] == 1 else base
-        v = heat[k] / vmax
-        color = colormap(v, signed)
-        strength = np.clip(np.abs(np.nan_to_num(v)), 0, 1)[..., None] * alpha
-        over = base_rgb * (1 - strength) + color * strength
+        color = colormap(heat[k] / vmax, signed)
+        over = base_rgb * (1 - alpha) + color * alpha
+        flagged = bool(highlight[k]) if highlight is not None else False
         if label_h:
-            texts.append((x0, y0, labels[k], (0, 0, 0)))  # type: ignore[index]
+            texts.append((x0, y0, labels[k], _VERMILLION if flagged else (0, 0, 0)))  # type: ignore[index]
         y1 = y0 + label_h
-        grid[y1 : y1 + th, x0 : x0 + tw] = _upscale((base_rgb * 255).astype(np.uint8), factor)
-        grid[y1 + th + pad : y1 + 2 * th + pad, x0 : x0 + tw] = _upscale((over * 255).astype(np.uint8), factor)
+        if flagged:  # a 2-pixel frame around both tiles: visible without colour vision too
+            grid[y1 - 2 : y1 + 2 * th + pad + 2, max(x0 - 2, 0) : x0 + tw + 2] = _VERMILLION
+        grid[y1 : y1 + th, x0 : x0 + tw] = _upscale(_to_uint8(base_rgb), factor)
+        grid[y1 + th + pad : y1 + 2 * th + pad, x0 : x0 + tw] = _upscale(_to_uint8(over), factor)
     grid = _draw_text(grid, texts)
-    return np.concatenate([grid, _colorbar(width, signed, vmax)], axis=0)
+    return np.concatenate([grid, _colorbar(width, signed, vmax, legend)], axis=0)
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
 
 
 def bar_chart(

@@ -1,0 +1,264 @@
+"""The TensorBoard side of lightning_xai: one custom-scalars dashboard per run, text summaries.
+
+- :func:`write_layout` writes a layout for TensorBoard's *Custom Scalars* tab that puts the loss and
+  accuracy curves and every ``xai/...`` scalar on one page, grouped by category. Charts select their
+  curves with regular expressions (matched from the start of the tag), so a chart picks up every
+  method, layer or check without being told their names.
+- :func:`ensure_layout` is what the callbacks call: it writes the layout once per log directory
+  (whichever lightning_xai callback sees the run first), on rank 0, to every TensorBoard logger.
+- :func:`log_text` writes a markdown note (shown in TensorBoard's *Text* tab) at the current step,
+  under exactly the tag given;
+  :func:`markdown_table` formats ``{row: {column: value}}`` as a markdown table for it.
+
+Example:
+    >>> import tempfile
+    >>> from torch.utils.tensorboard import SummaryWriter
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     writer = SummaryWriter(d)
+    ...     written = write_layout(writer, categories=["Loss", "Attribution summaries"])
+    ...     writer.close()
+    >>> [c.title for c in written.category]
+    ['Loss', 'Attribution summaries']
+    >>> [chart.title for chart in written.category[1].chart]
+    ['gini (concentration)', 'entropy', 'top-10% mass']
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import re
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set
+
+from .._lightning import TensorBoardLoggers
+
+__all__ = [
+    "DEFAULT_LAYOUT",
+    "CATEGORIES",
+    "write_layout",
+    "ensure_layout",
+    "layout_categories",
+    "log_text",
+    "markdown_table",
+    "tensorboard_writers",
+]
+
+#: ``{category: {chart title: [tag regex, ...]}}``: TensorBoard's custom-scalars layout, in display order.
+#: Regular expressions are matched with Python's ``re.match`` (from the start of the tag) by the server.
+DEFAULT_LAYOUT: Dict[str, Dict[str, List[str]]] = {
+    "Loss": {
+        "loss": [r".*loss.*"],
+        "accuracy": [r".*acc.*"],
+    },
+    "Attribution summaries": {
+        "gini (concentration)": [r"xai/attr/.*/gini$"],
+        "entropy": [r"xai/attr/.*/entropy$"],
+        "top-10% mass": [r"xai/attr/.*/top10_mass$"],
+    },
+    "Drift": {
+        "drift vs previous epoch": [r"xai/drift/.*/prev$"],
+        "drift vs reference": [r"xai/drift/.*/ref$"],
+        "global importance": [r"xai/importance/.*"],
+    },
+    "Dead ReLU": {
+        "dead units (fraction)": [r"xai/dead_relu/.*"],
+        "dormant units (fraction)": [r"xai/dead_relu_dormant/.*"],
+    },
+    "Sanity checks": {
+        "checks": [r"xai/check/.*"],
+        "gate passed (1) / failed (0)": [r"xai/gate/passed"],
+    },
+}
+
+#: the category names, in order
+CATEGORIES = tuple(DEFAULT_LAYOUT)
+
+#: log directory -> the event files there once its layout was written (one layout per run,
+#: whichever callback comes first; written again only if those files are gone, e.g. deleted by hand)
+_WRITTEN: Dict[str, Set[str]] = {}
+
+
+def _event_files(log_dir: str) -> Set[str]:
+    return set(glob.glob(os.path.join(glob.escape(log_dir), "events.out.tfevents.*")))
+
+
+def _already_written(log_dir: str) -> bool:
+    files = _WRITTEN.get(log_dir)
+    return bool(files) and any(os.path.exists(f) for f in files)  # type: ignore[union-attr]
+
+
+def _logdir(writer: Any) -> Optional[str]:
+    if callable(getattr(writer, "get_logdir", None)):
+        return os.path.abspath(str(writer.get_logdir()))
+    for attr in ("log_dir", "logdir"):
+        if getattr(writer, attr, None):
+            return os.path.abspath(str(getattr(writer, attr)))
+    return None
+
+
+def write_layout(
+    writer: Any,
+    categories: Optional[Iterable[str]] = None,
+    extra: Optional[Mapping[str, Mapping[str, Sequence[str]]]] = None,
+) -> Any:
+    """Write the custom-scalars layout to a ``SummaryWriter`` and return it (a ``Layout`` proto).
+
+    Args:
+        writer: a ``torch.utils.tensorboard.SummaryWriter`` (what ``TensorBoardLogger.experiment`` is)
+            or anything with its ``add_custom_scalars``.
+        categories: names from :data:`CATEGORIES` to include (default: all), in the order of
+            :data:`DEFAULT_LAYOUT`; ``"Loss"`` is always included, first.
+        extra: more ``{category: {chart: [tag regex, ...]}}`` appended after the defaults.
+    """
+    from torch.utils.tensorboard.summary import custom_scalars
+
+    if isinstance(categories, str):
+        categories = [categories]
+    wanted = set(CATEGORIES if categories is None else categories) | {"Loss"}
+    unknown = wanted - set(CATEGORIES)
+    if unknown:
+        raise ValueError(
+            f"unknown dashboard categor{'ies' if len(unknown) > 1 else 'y'} {sorted(unknown)}; "
+            f"known: {list(CATEGORIES)} (add your own through extra={{category: {{chart: [regex]}}}})"
+        )
+    layout: Dict[str, Dict[str, List[Any]]] = {}
+    for name, charts in DEFAULT_LAYOUT.items():
+        if name in wanted:
+            layout[name] = {title: ["Multiline", list(tags)] for title, tags in charts.items()}
+    for name, charts in (extra or {}).items():
+        for title, tags in charts.items():
+            if isinstance(tags, str):
+                tags = [tags]
+            for tag in tags:
+                try:
+                    re.compile(tag)
+                except re.error as err:
+                    raise ValueError(
+                        f"chart {title!r} of {name!r}: {tag!r} is not a valid regular expression ({err})"
+                    ) from err
+            layout.setdefault(name, {})[title] = ["Multiline", list(tags)]
+    writer.add_custom_scalars(layout)
+    flush = getattr(writer, "flush", None)
+    if callable(flush):
+        flush()
+    summary = custom_scalars(layout)
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    proto = layout_pb2.Layout()
+    proto.ParseFromString(summary.value[0].tensor.string_val[0])
+    return proto
+
+
+def tensorboard_writers(trainer: Any) -> List[Any]:
+    """The ``SummaryWriter`` of every ``TensorBoardLogger`` of ``trainer`` (call on rank 0 only)."""
+    return [lg.experiment for lg in getattr(trainer, "loggers", []) if isinstance(lg, TensorBoardLoggers)]
+
+
+def layout_categories(callbacks: Iterable[Any]) -> Optional[List[str]]:
+    """The dashboard categories that the attached callbacks fill, or None (all) if one does not say.
+
+    A lightning_xai callback names its categories in the class attribute ``dashboard_categories``;
+    a callback that leaves it empty gets every category (an empty chart is better than a missing one).
+    """
+    from ._base import XAICallback
+
+    wanted: List[str] = []
+    for cb in callbacks:
+        if not isinstance(cb, XAICallback):
+            continue
+        declared = tuple(getattr(cb, "dashboard_categories", ()) or ())
+        if not declared:
+            return None
+        wanted.extend(c for c in declared if c not in wanted)
+    return wanted
+
+
+def ensure_layout(trainer: Any) -> bool:
+    """Write the layout once per log directory, on rank 0, to each TensorBoard logger of ``trainer``.
+
+    Returns whether something was written now. Several callbacks (and ``fit`` followed by
+    ``validate``) share one log directory and write it once.
+    """
+    if not getattr(trainer, "is_global_zero", True):
+        return False
+    loggers = [lg for lg in getattr(trainer, "loggers", []) if isinstance(lg, TensorBoardLoggers)]
+    if not loggers:
+        return False
+    categories = layout_categories(getattr(trainer, "callbacks", []))
+    wrote = False
+    for lg in loggers:
+        writer = lg.experiment
+        key = _logdir(writer)
+        if key is None or _already_written(key):
+            continue
+        write_layout(writer, categories)
+        _WRITTEN[key] = _event_files(key)
+        wrote = True
+    return wrote
+
+
+def log_text(trainer: Any, tag: str, markdown: str, step: Optional[int] = None) -> int:
+    """Write ``markdown`` under ``tag`` to every TensorBoard logger (rank 0), at ``trainer.global_step``.
+
+    TensorBoard's *Text* tab renders it (tables included). Returns how many writers got it (0 when
+    there is no TensorBoard logger or on other ranks), so the caller can warn once.
+    """
+    if not isinstance(tag, str) or not tag:
+        raise ValueError(f"log_text needs a non-empty string tag, got {tag!r}")
+    if not getattr(trainer, "is_global_zero", True):
+        return 0
+    writers = tensorboard_writers(trainer)
+    at = trainer.global_step if step is None else int(step)
+    for w in writers:
+        _add_text(w, tag, str(markdown), at)
+    return len(writers)
+
+
+def _add_text(writer: Any, tag: str, markdown: str, step: int) -> None:
+    """A text summary under exactly ``tag`` (``SummaryWriter.add_text`` would append ``/text_summary``)."""
+    get_file_writer = getattr(writer, "_get_file_writer", None)
+    if callable(get_file_writer):
+        try:
+            from tensorboard.plugins.text.summary_v2 import text_pb
+        except ImportError:  # pragma: no cover - tensorboard is a dependency
+            pass
+        else:
+            get_file_writer().add_summary(text_pb(tag, markdown), step)
+            return
+    writer.add_text(tag, markdown, global_step=step)  # pragma: no cover - other writers
+
+
+def _fmt(value: Any, digits: int) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        v = float(value)
+        if math.isnan(v):
+            return "NaN"
+        return f"{v:.{digits}g}" if not float(v).is_integer() or abs(v) >= 1e6 else str(int(v))
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(
+    rows: Mapping[str, Mapping[str, Any]], row_header: str = "", digits: int = 4
+) -> str:
+    """``{row: {column: value}}`` as a markdown table (columns in first-seen order; blanks where absent).
+
+    Example:
+        >>> print(markdown_table({"saliency": {"gini": 0.51234, "entropy": 5.1}}, row_header="method"))
+        | method | gini | entropy |
+        |---|---|---|
+        | saliency | 0.5123 | 5.1 |
+    """
+    columns: List[str] = []
+    for values in rows.values():
+        columns.extend(c for c in values if c not in columns)
+    lines = [
+        "| " + " | ".join([_fmt(row_header, digits)] + [_fmt(c, digits) for c in columns]) + " |",
+        "|" + "---|" * (len(columns) + 1),
+    ]
+    for name, values in rows.items():
+        cells = [_fmt(values[c], digits) if c in values else "" for c in columns]
+        lines.append("| " + " | ".join([_fmt(name, digits)] + cells) + " |")
+    return "\n".join(lines)
