@@ -732,15 +732,23 @@ def check_method(name: str) -> str:
     return name
 
 
-def attribute(model: nn.Module, inputs: Tensor, target: TargetLike = None, method: str = "saliency", **options: object) -> Tensor:
+def attribute(
+    model: nn.Module, inputs: Tensor, target: TargetLike = None, method: str = "saliency", /, **options: object
+) -> Tensor:
     """Compute one attribution method by name: ``attribute(model, x, 3, "integrated_gradients", n_steps=64)``.
+
+    The first four arguments are positional, so that a method's own options keep their names
+    (integrated gradients' ``method="riemann_trapezoid"`` is an option, not the method).
 
     Example:
         >>> import torch
         >>> net = torch.nn.Linear(2, 1, bias=False)
         >>> _ = net.weight.data.copy_(torch.tensor([[2., -1.]]))
-        >>> attribute(net, torch.tensor([[1., 1.]]), method="saliency")
+        >>> attribute(net, torch.tensor([[1., 1.]]), None, "saliency")
         tensor([[2., 1.]])
+        >>> attribute(net, torch.tensor([[1., 1.]]), None, "integrated_gradients", method="riemann_trapezoid",
+        ...           n_steps=8).round(decimals=4)   # Captum's trapezoid weights sum to (n-1)/n
+        tensor([[ 1.7500, -0.8750]])
     """
     fn = _SINGLE[check_method(method)]
     result = fn(model, inputs, target, **options)
