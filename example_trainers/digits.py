@@ -1,5 +1,10 @@
 """The main job: a small CNN on scikit-learn's handwritten digits, explained at every validation epoch.
 
+The whole suite is attached: AttributionMonitor (six methods), FeatureDriftMonitor (integrated
+gradients, sharing AttributionMonitor's maps), DeadReLUMonitor (on the validation batches, no extra
+forward pass) and a SanityGate with checks a healthy model passes (Adebayo et al.'s parameter
+randomisation, random logit, IG completeness, finite values, dead units, drift against the reference).
+
 Run:  python example_trainers/digits.py            (about a minute on 2 CPU cores)
 Then: tensorboard --logdir lightning_logs          (the command is printed at the end)
 
@@ -22,8 +27,13 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lightning_xai import ProbeSet  # noqa: E402
-from lightning_xai.callbacks import AttributionMonitor  # noqa: E402
+from lightning_xai import ProbeSet, checks  # noqa: E402
+from lightning_xai.callbacks import (  # noqa: E402
+    AttributionMonitor,
+    DeadReLUMonitor,
+    FeatureDriftMonitor,
+    SanityGate,
+)
 
 
 def digits_datasets(seed: int = 0, val_fraction: float = 0.2) -> Tuple[TensorDataset, TensorDataset]:
@@ -74,6 +84,29 @@ class DigitsCNN(pl.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
 
+def suite(probe: ProbeSet, methods) -> list:  # type: ignore[no-untyped-def]
+    """Every lightning_xai callback, configured for the digits CNN."""
+    return [
+        AttributionMonitor(probe, methods=methods, target="predicted"),
+        FeatureDriftMonitor(probe, method="integrated_gradients", reference="first", top_k=8),
+        DeadReLUMonitor(source="validation", warn_above=0.5),
+        SanityGate(
+            probe,
+            checks=[
+                checks.ParameterRandomization("saliency", max_similarity=0.5),
+                checks.RandomLogit("saliency", max_similarity=0.7),
+                checks.Completeness(max_error=0.05, n_steps=64),
+                checks.Finite(),
+                checks.DeadUnits(max_fraction=0.5),
+                checks.Drift("spearman", min_value=0.3, method="integrated_gradients", against="ref", missing="skip"),
+            ],
+            action="stop",
+            patience=1,
+            warmup_epochs=1,
+        ),
+    ]
+
+
 def main(argv=None) -> str:  # type: ignore[no-untyped-def]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8)
@@ -84,15 +117,20 @@ def main(argv=None) -> str:  # type: ignore[no-untyped-def]
         "--methods", nargs="+",
         default=["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "grad_cam", "occlusion"],
     )
+    parser.add_argument(
+        "--attributions-only", action="store_true", help="attach AttributionMonitor alone (no drift, ReLU, gate)"
+    )
     args = parser.parse_args(argv)
 
     pl.seed_everything(args.seed, workers=True)
     train, val = digits_datasets(args.seed)
     probe = ProbeSet.from_dataset(val, n=args.probe_size, seed=args.seed)
-    monitor = AttributionMonitor(probe, methods=args.methods, target="predicted")
+    callbacks = suite(probe, args.methods) if not args.attributions_only else [
+        AttributionMonitor(probe, methods=args.methods, target="predicted")
+    ]
     logger = TensorBoardLogger(args.logdir, name="digits")
     trainer = pl.Trainer(
-        max_epochs=args.epochs, logger=logger, callbacks=[monitor], accelerator="cpu", devices=1,
+        max_epochs=args.epochs, logger=logger, callbacks=callbacks, accelerator="cpu", devices=1,
         deterministic=True, enable_checkpointing=False, log_every_n_steps=10,
     )
     trainer.fit(
@@ -101,6 +139,10 @@ def main(argv=None) -> str:  # type: ignore[no-untyped-def]
         DataLoader(val, batch_size=256),
     )
     print(f"\nval/acc = {float(trainer.callback_metrics['val/acc']):.3f}")
+    gate = next((cb for cb in callbacks if isinstance(cb, SanityGate)), None)
+    if gate is not None:
+        verdict = "passed every epoch" if all(e["passed"] for e in gate.report) else gate.stopping_reason_message
+        print(f"SanityGate: {verdict} (report: {gate.report_path})")
     print(f"TensorBoard run written to {logger.log_dir}")
     print(f"View it with:\n    tensorboard --logdir {args.logdir}")
     return str(logger.log_dir)

@@ -24,7 +24,7 @@ from lightning_xai.callbacks import AttributionMonitor
 from lightning_xai.callbacks import _dashboard as dash
 from lightning_xai.callbacks._base import XAICallback
 
-from helpers_tb import TinyCNN, accumulator, blob_data, event_files, layouts_in, texts_in, tiny_run
+from .helpers_tb import TinyCNN, accumulator, blob_data, event_files, layouts_in, texts_in, tiny_run
 
 
 # ---------------------------------------------------------------------- custom-scalars layout

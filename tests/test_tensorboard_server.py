@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers_tb import (
+from .helpers_tb import (
     CHROMIUM_CANDIDATES,
     TensorBoardServer,
     accumulator,

@@ -64,6 +64,8 @@ class DeadReLUMonitor(XAICallback):
         >>> trainer = pl.Trainer(callbacks=[on_probe, on_validation], logger=False, enable_progress_bar=False)
     """
 
+    dashboard_categories = ("Dead ReLU",)
+
     def __init__(
         self,
         probe: Optional[ProbeSet] = None,

@@ -138,6 +138,8 @@ class FeatureDriftMonitor(XAICallback):
         >>> trainer = pl.Trainer(callbacks=[drift], logger=False, enable_progress_bar=False)
     """
 
+    dashboard_categories = ("Drift",)
+
     def __init__(
         self,
         probe: ProbeSet,

@@ -6,7 +6,7 @@ import json
 import math
 import os
 from enum import Enum
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
@@ -15,6 +15,7 @@ from .._lightning import rank_zero_info, rank_zero_warn
 from ..errors import SanityCheckError
 from ..probe import ProbeSet
 from ._base import TargetSpec, XAICallback
+from ._dashboard import markdown_table
 
 __all__ = ["SanityGate", "GateReason", "gate_decision"]
 
@@ -154,6 +155,8 @@ class SanityGate(XAICallback):
         self.last_results: List[C.CheckResult] = []
         self._report_path: Optional[str] = None
 
+    dashboard_categories = ("Sanity checks",)
+
     def _state_key_fields(self) -> Dict[str, Any]:
         return {**super()._state_key_fields(), "checks": [c.name for c in self.checks]}
 
@@ -193,6 +196,7 @@ class SanityGate(XAICallback):
         message = self._message(rank, epoch, results, per_rank, in_warmup) if failed else None
         decision = "pass" if not failed else ("warmup" if in_warmup else (self.action if act else "fail"))
         self._append_report(trainer, epoch, failed, in_warmup, decision, results, per_rank)
+        self._log_text(trainer, "xai/gate/report", self._markdown(self.report[-1], message))
         if failed and self.verbose:
             rank_zero_info(message)
         if not act:
@@ -325,6 +329,25 @@ class SanityGate(XAICallback):
             with open(tmp, "w") as f:
                 json.dump(self.report, f, indent=1)
             os.replace(tmp, path)
+
+    @staticmethod
+    def _markdown(entry: Mapping[str, Any], message: Optional[str]) -> str:
+        """One epoch of the report as markdown for TensorBoard's Text tab."""
+        verdict = "**passed**" if entry["passed"] else f"**failed** ({entry['decision']})"
+        head = (
+            f"Epoch {entry['epoch']} (step {entry['global_step']}): {verdict}; "
+            f"fails in a row {entry['fails_in_a_row']} (patience {entry['patience']})"
+        )
+        rows = {
+            c["name"]: {
+                "value": "NaN" if c.get("value") is None else c["value"],
+                "passed": "skipped" if c.get("skipped") else ("yes" if c["passed"] else "**no**"),
+                "reason": c.get("reason", ""),
+            }
+            for c in entry["checks"]
+        }
+        text = head + "\n\n" + markdown_table(rows, row_header="check")
+        return text + (f"\n\n{message}" if message else "")
 
     def _report_file(self, trainer: Any) -> Optional[str]:
         if self._report_path is None:
