@@ -1,4 +1,4 @@
-"""The examples in docs/tensorboard.md and docs/tour.md run and give the output they show."""
+"""The examples in README.md, docs/tensorboard.md and docs/tour.md run and give the output they show."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import os
 
 import pytest
 
-DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = os.path.join(ROOT, "docs")
 
 
-@pytest.mark.parametrize("name", ["tensorboard.md", "tour.md"])
+@pytest.mark.parametrize("name", ["tensorboard.md", "tour.md", "../README.md"])
 def test_markdown_examples_run(name):
     path = os.path.join(DOCS, name)
     result = doctest.testfile(
