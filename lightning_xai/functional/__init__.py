@@ -70,7 +70,6 @@ from .checks import (
     region_mass,
     relevance_mass,
     spearman,
-    ssim,
     top_layers,
 )
 from .render import (
@@ -155,6 +154,5 @@ __all__ = [
     "region_mass",
     "relevance_mass",
     "spearman",
-    "ssim",
     "top_layers",
 ]

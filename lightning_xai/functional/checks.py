@@ -22,17 +22,18 @@ never a silent number.
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from .attribution import integrated_gradients
+from .drift import DegenerateInputWarning, _average_ranks, _pearson_rows, _spearman_rows, map_ssim
 
 __all__ = [
     "SIMILARITIES",
     "spearman",
-    "ssim",
     "pool_maps",
     "map_similarity",
     "top_layers",
@@ -58,14 +59,6 @@ def _rows(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1).double()
 
 
-def _average_ranks(x: Tensor) -> Tensor:
-    """1-based ranks of each row, ties given their average rank (as scipy.stats.rankdata)."""
-    s = x.sort(dim=1).values.contiguous()
-    lo = torch.searchsorted(s, x.contiguous(), right=False)
-    hi = torch.searchsorted(s, x.contiguous(), right=True)
-    return (lo + hi - 1).double() / 2 + 1
-
-
 def spearman(a: Tensor, b: Tensor) -> Tensor:
     """Spearman rank correlation of each row of ``a`` with the same row of ``b``.
 
@@ -82,63 +75,8 @@ def spearman(a: Tensor, b: Tensor) -> Tensor:
         raise ValueError(f"spearman needs two batches of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     x, y = _rows(a), _rows(b)
     bad = torch.isnan(x).any(1) | torch.isnan(y).any(1)
-    rx = _average_ranks(torch.nan_to_num(x))
-    ry = _average_ranks(torch.nan_to_num(y))
-    rx = rx - rx.mean(1, keepdim=True)
-    ry = ry - ry.mean(1, keepdim=True)
-    den = (rx.pow(2).sum(1) * ry.pow(2).sum(1)).sqrt()
-    rho = (rx * ry).sum(1) / den
-    rho = torch.where(den > 0, rho, torch.full_like(rho, float("nan")))
-    rho = torch.where(bad, torch.full_like(rho, float("nan")), rho)
-    return rho.clamp(-1.0, 1.0)
-
-
-def ssim(a: Tensor, b: Tensor, data_range: float = 1.0, win_size: Optional[int] = None) -> Tensor:
-    """Mean structural similarity (Wang et al. 2004) of each ``(H, W)`` map in ``a`` with ``b``.
-
-    The same numbers as ``skimage.metrics.structural_similarity(a_i, b_i, data_range=data_range)``:
-    a uniform ``win_size`` x ``win_size`` window (default 7, or the largest odd size that fits
-    smaller maps), sample covariances, ``K1 = 0.01``, ``K2 = 0.03``, mean over the windows that lie
-    inside the map. Constant maps are fine (the constants keep it defined); NaN gives NaN.
-
-    Args:
-        a, b: ``(N, H, W)`` maps.
-        data_range: the range the maps' values span (1 for maps scaled to ``[0, 1]``).
-        win_size: odd window size.
-
-    Example:
-        >>> import torch
-        >>> m = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(0))
-        >>> ssim(m, m)
-        tensor([1., 1.], dtype=torch.float64)
-    """
-    if a.shape != b.shape or a.dim() != 3:
-        raise ValueError(f"ssim needs two (N, H, W) batches of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    h, w = a.shape[1:]
-    if win_size is None:
-        win_size = min(7, h, w)
-        if win_size % 2 == 0:
-            win_size -= 1
-    if not isinstance(win_size, int) or win_size < 1 or win_size % 2 == 0 or win_size > min(h, w):
-        raise ValueError(f"win_size must be an odd int between 1 and the map size {min(h, w)}, got {win_size!r}")
-    if not data_range > 0:
-        raise ValueError(f"data_range must be > 0, got {data_range!r}")
-    x = a.double().unsqueeze(1)
-    y = b.double().unsqueeze(1)
-
-    def mean(t: Tensor) -> Tensor:
-        return torch.nn.functional.avg_pool2d(t, win_size, stride=1)
-
-    np_ = win_size * win_size
-    cov_norm = np_ / (np_ - 1) if np_ > 1 else 1.0
-    ux, uy = mean(x), mean(y)
-    vx = cov_norm * (mean(x * x) - ux * ux)
-    vy = cov_norm * (mean(y * y) - uy * uy)
-    vxy = cov_norm * (mean(x * y) - ux * uy)
-    c1 = (0.01 * data_range) ** 2
-    c2 = (0.03 * data_range) ** 2
-    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    return s.reshape(s.shape[0], -1).mean(1)
+    rho = _pearson_rows(_average_ranks(torch.nan_to_num(x)), _average_ranks(torch.nan_to_num(y)))
+    return torch.where(bad, torch.full_like(rho, float("nan")), rho)  # constant rows: 0/0 = NaN, as scipy
 
 
 def pool_maps(maps: Tensor) -> Tensor:
@@ -154,7 +92,8 @@ def map_similarity(a: Tensor, b: Tensor, similarity: str = "spearman") -> Tensor
     """Per-sample similarity of ``|a|`` and ``|b|``, as in the randomisation tests (Adebayo et al. 2018).
 
     Image maps are pooled over channels (:func:`pool_maps`). ``"spearman"`` ranks the pooled maps;
-    ``"ssim"`` compares them after scaling each to ``[0, 1]`` by its maximum (``data_range=1``).
+    ``"ssim"`` is :func:`~lightning_xai.functional.map_ssim` (each map scaled to ``[0, 1]`` by its
+    maximum; Gaussian window as Wang et al. 2004), the same statistic ``FeatureDriftMonitor`` logs.
 
     Degenerate maps (common for Grad-CAM after randomisation) have defined values: for Spearman, a
     constant map against a non-constant one scores 0 (nothing of the ranking survived) and two
@@ -173,23 +112,16 @@ def map_similarity(a: Tensor, b: Tensor, similarity: str = "spearman") -> Tensor
     pa, pb = pool_maps(a), pool_maps(b)
     nan = torch.isnan(_rows(pa)).any(1) | torch.isnan(_rows(pb)).any(1)
     if similarity == "spearman":
-        rho = spearman(pa, pb)
-        ca = _rows(pa).amax(1) == _rows(pa).amin(1)
-        cb = _rows(pb).amax(1) == _rows(pb).amin(1)
-        rho = torch.where(ca & cb, torch.ones_like(rho), rho)
-        rho = torch.where(ca ^ cb, torch.zeros_like(rho), rho)
+        rho, _ = _spearman_rows(_rows(pa), _rows(pb))  # constant maps: 1 if both are, else 0 (no warning)
     else:
         if pa.dim() != 3:
             raise ValueError(
                 f"ssim compares 2-D maps, but these maps have shape {tuple(a.shape)}; use similarity='spearman' "
                 "for tabular or 1-D inputs"
             )
-
-        def scaled(p: Tensor) -> Tensor:
-            top = p.reshape(p.shape[0], -1).amax(1).clamp_min(torch.finfo(p.dtype).tiny).view(-1, 1, 1)
-            return p / top
-
-        rho = ssim(scaled(pa.double()), scaled(pb.double()), data_range=1.0)
+        with warnings.catch_warnings():  # all-zero maps are expected here (Grad-CAM after randomisation)
+            warnings.simplefilter("ignore", DegenerateInputWarning)
+            rho = map_ssim(pa, pb)
     return torch.where(nan, torch.full_like(rho, float("nan")), rho)
 
 
