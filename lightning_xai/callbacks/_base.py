@@ -138,6 +138,7 @@ class XAICallback(Callback):
             raise ValueError(f"on_error must be 'raise' or 'warn', got {on_error!r}")
         self._check_target_spec(target, probe if isinstance(probe, ProbeSet) else None)
         self.probe: Any = probe
+        self._given_probe = probe
         self.target = target
         self.every_n_epochs = every_n_epochs
         self.chunk_size = chunk_size
@@ -153,10 +154,11 @@ class XAICallback(Callback):
         return self._generate_state_key(**self._state_key_fields())
 
     def _state_key_fields(self) -> Dict[str, Any]:
-        fields: Dict[str, Any] = {"target": self._target_key(), "dtype": str(self.dtype).replace("torch.", "")}
-        if isinstance(self.probe, ProbeSpec):
-            return {"probe": repr(self.probe), **fields}
-        return {"probe": None if self.probe is None else self.probe.fingerprint(), **fields}
+        # the probe as given at construction: a ProbeSpec keeps its key after it is drawn, so the
+        # state saved in a checkpoint is found again whenever the spec is resolved on resume
+        given = self._given_probe
+        probe = repr(given) if isinstance(given, ProbeSpec) else (None if given is None else given.fingerprint())
+        return {"probe": probe, "target": self._target_key(), "dtype": str(self.dtype).replace("torch.", "")}
 
     # ------------------------------------------------------------------ probe specs (YAML)
     def _resolve_probe_spec(self, trainer: Any, pl_module: Any, stage: Optional[str] = None) -> bool:
