@@ -21,7 +21,7 @@ def test_markdown_examples_run(name):
     assert result.failed == 0, f"{name}: {result.failed} of {result.attempted} examples failed (see output above)"
 
 
-@pytest.mark.parametrize("name", ["tensorboard.md", "tour.md"])
+@pytest.mark.parametrize("name", ["tensorboard.md", "tour.md", "../README.md"])
 def test_markdown_images_exist_and_are_small(name):
     import re
 
@@ -29,7 +29,7 @@ def test_markdown_images_exist_and_are_small(name):
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert images, f"{name} shows no screenshots"
     for rel in images:
-        path = os.path.join(DOCS, rel)
+        path = os.path.normpath(os.path.join(os.path.dirname(os.path.join(DOCS, name)), rel))
         assert os.path.exists(path), f"{name} links {rel}, which is missing: run python scripts/screenshots.py"
         with open(path, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", rel
