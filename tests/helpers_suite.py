@@ -7,6 +7,8 @@ from typing import List
 import torch
 from torch import nn
 
+import pytorch_lightning as pl
+
 from lightning_xai import ProbeSet, ProbeSpec, checks
 from lightning_xai.callbacks import AttributionMonitor, DeadReLUMonitor, FeatureDriftMonitor, SanityGate
 
@@ -81,3 +83,29 @@ def xai_scalars(ea) -> dict:  # type: ignore[no-untyped-def]
         for tag in sorted(ea.Tags()["scalars"])
         if tag.startswith("xai/")
     }
+
+
+class Interleave(torch.utils.data.Sampler):
+    """Rank r of w takes items r, r+w, ...: a DDP step (w x batch/w) then sees exactly one process's batch."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    @staticmethod
+    def _rank_world():  # type: ignore[no-untyped-def]
+        dist = torch.distributed
+        return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        rank, world = self._rank_world()
+        return iter(range(rank, self.n, world))
+
+    def __len__(self) -> int:
+        return self.n // self._rank_world()[1]
+
+
+class OneThread(pl.Callback):
+    """One intra-op thread in every (spawned) process: tiny tensors, and threads only spin-wait on a busy machine."""
+
+    def setup(self, trainer, pl_module, stage):  # type: ignore[no-untyped-def]
+        torch.set_num_threads(1)
