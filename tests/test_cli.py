@@ -190,3 +190,37 @@ def test_drift_reference_tensor_with_a_spec_is_checked_when_drawn(tmp_path):
         tr.fit(MaskedModule(), datamodule=MaskedData())
     with pytest.raises(ValueError, match="no such file"):
         FeatureDriftMonitor(ProbeSpec(n=8), reference=str(tmp_path / "missing.pt"))
+
+
+def test_drift_reference_file_with_a_spec_is_read_when_drawn(tmp_path):
+    first = FeatureDriftMonitor(ProbeSpec(n=8), method="saliency", metrics=["spearman"])
+    trainer(tmp_path / "a", [first], max_epochs=1).fit(MaskedModule(), datamodule=MaskedData())
+    first.save_reference(tmp_path / "ref.pt")
+    later = FeatureDriftMonitor(ProbeSpec(n=8), method="saliency", metrics=["spearman"], reference=str(tmp_path / "ref.pt"))
+    assert later.reference is None  # read once the probe is drawn
+    tr = trainer(tmp_path / "b", [later], max_epochs=1)
+    tr.fit(MaskedModule(), datamodule=MaskedData())
+    assert torch.equal(later.reference["importance"], first.history[-1]["importance"])
+    assert "xai/drift/saliency/spearman/ref" in tr.callback_metrics
+
+
+def test_checkpointed_probe_is_compared_when_a_spec_is_drawn_later():
+    from types import SimpleNamespace
+
+    monitor = AttributionMonitor(ProbeSpec(n=4, seed=0), methods=["saliency"])
+    key = monitor.state_key
+    loader = DataLoader(image_data(32), batch_size=8)
+    other = ProbeSet.from_dataset(image_data(32), 4, seed=5)
+    monitor.load_state_dict({"probe": other.state_dict(), "vmax": {"saliency": 0.5}})  # before the draw
+    assert monitor.state_dict()["probe"] == other.state_dict()  # kept, not lost, until drawn
+    with pytest.warns(UserWarning, match="the checkpoint was written with a different probe"):
+        monitor._resolve_probe_spec(SimpleNamespace(datamodule=None, val_dataloaders=loader), nn.Linear(1, 1))
+    assert isinstance(monitor.probe, ProbeSet) and monitor.state_key == key  # the key does not change when drawn
+    same = AttributionMonitor(ProbeSpec(n=4, seed=5), methods=["saliency"])
+    same.load_state_dict({"probe": other.state_dict()})
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same._resolve_probe_spec(SimpleNamespace(datamodule=None, val_dataloaders=loader), nn.Linear(1, 1))
+    assert same.probe.indices == other.indices
