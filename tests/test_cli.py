@@ -224,3 +224,29 @@ def test_checkpointed_probe_is_compared_when_a_spec_is_drawn_later():
         warnings.simplefilter("error")
         same._resolve_probe_spec(SimpleNamespace(datamodule=None, val_dataloaders=loader), nn.Linear(1, 1))
     assert same.probe.indices == other.indices
+
+
+@pytest.mark.parametrize("package", ["pytorch_lightning", "lightning.pytorch"])
+def test_both_packages_cli_build_every_callback_from_yaml(tmp_path, monkeypatch, package):
+    import importlib
+
+    lp = pytest.importorskip(package)
+    cli_module = importlib.import_module(f"{package}.cli")
+    import yaml
+
+    config = yaml.safe_load(open(CONFIG))
+    small = {"trainer": {"callbacks": config["trainer"]["callbacks"], "logger": False, "default_root_dir": str(tmp_path)}}
+    path = tmp_path / "callbacks.yaml"
+    path.write_text(yaml.safe_dump(small))
+
+    class Tiny(lp.LightningModule):
+        def __init__(self, width: int = 4) -> None:
+            super().__init__()
+            self.net = nn.Linear(width, 2)
+
+    monkeypatch.setattr(sys, "argv", ["cli"])
+    cli = cli_module.LightningCLI(Tiny, args=["--config", str(path)], run=False)
+    names = [type(cb).__name__ for cb in cli.trainer.callbacks]
+    for name in ("AttributionMonitor", "FeatureDriftMonitor", "DeadReLUMonitor", "SanityGate"):
+        assert name in names, names
+    assert all(isinstance(cb, lp.Callback) for cb in cli.trainer.callbacks)
