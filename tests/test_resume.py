@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -12,8 +13,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from lightning_xai import ProbeSet
-from lightning_xai.callbacks import AttributionMonitor, DeadReLUMonitor, FeatureDriftMonitor, SanityGate
+from lightning_xai.callbacks import SanityGate
 
 from .helpers_suite import GATE_CHECKS, SuiteCNN, suite, xai_scalars
 from .models import LitClassifier, image_data, read_events
@@ -122,7 +122,5 @@ def test_resumed_run_logs_what_the_uninterrupted_run_logs(tmp_path):
         _same(sa, sb, type(x).__name__)
     gate = res_cbs[3]
     assert [e["epoch"] for e in gate.report] == [0, 1, 2, 3]
-    import json
-
     with open(os.path.join(resumed.logger.log_dir, SanityGate.REPORT_NAME)) as f:
         assert [e["fails_in_a_row"] for e in json.load(f)] == [0, 1, 2, 3]  # the JSON report spans the resume
