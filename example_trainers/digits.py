@@ -49,6 +49,32 @@ def digits_datasets(seed: int = 0, val_fraction: float = 0.2) -> Tuple[TensorDat
     return TensorDataset(x[train], y[train]), TensorDataset(x[val], y[val])
 
 
+class DigitsDataModule(pl.LightningDataModule):
+    """The digits split of :func:`digits_datasets` as a datamodule (what ``example_trainers/cli.py`` trains on).
+
+    Args:
+        batch_size: training batch size (validation uses 256).
+        seed: the seed of the train/validation split (and of the training shuffle).
+        val_fraction: share of the 1797 images held out for validation.
+    """
+
+    def __init__(self, batch_size: int = 64, seed: int = 0, val_fraction: float = 0.2) -> None:
+        super().__init__()
+        self.batch_size, self.seed, self.val_fraction = batch_size, seed, val_fraction
+        self.train: TensorDataset
+        self.val: TensorDataset
+
+    def setup(self, stage: str) -> None:
+        self.train, self.val = digits_datasets(self.seed, self.val_fraction)
+
+    def train_dataloader(self) -> DataLoader:
+        g = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.train, batch_size=self.batch_size, shuffle=True, generator=g)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val, batch_size=256)
+
+
 class DigitsCNN(pl.LightningModule):
     """Two conv blocks (with BatchNorm), dropout and a linear classifier: ~20k parameters."""
 

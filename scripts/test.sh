@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest -q "$@"
+# two worker processes (pytest-xdist); PYTEST_WORKERS=0 runs everything in this process
+exec .venv/bin/python -m pytest -q -n "${PYTEST_WORKERS:-2}" "$@"

@@ -138,7 +138,6 @@ class XAICallback(Callback):
             raise ValueError(f"on_error must be 'raise' or 'warn', got {on_error!r}")
         self._check_target_spec(target, probe if isinstance(probe, ProbeSet) else None)
         self.probe: Any = probe
-        self._given_probe = probe
         self.target = target
         self.every_n_epochs = every_n_epochs
         self.chunk_size = chunk_size
@@ -147,6 +146,13 @@ class XAICallback(Callback):
         #: the chunk size in use: ``chunk_size``, halved after an out-of-memory error
         self._chunk_size: Optional[int] = chunk_size
         self._warned: set = set()
+        #: the probe part of ``state_key``, fixed at construction: a ``ProbeSpec`` keeps its key once drawn,
+        #: so a checkpoint written after the draw loads into a callback that has not drawn yet
+        self._probe_key: Optional[str] = (
+            repr(probe) if isinstance(probe, ProbeSpec) else None if probe is None else probe.fingerprint()
+        )
+        #: the probe state of a checkpoint loaded before a ``ProbeSpec`` was drawn (compared once drawn)
+        self._pending_probe_state: Optional[Mapping[str, Any]] = None
 
     # ------------------------------------------------------------------ identity and scheduling
     @property
@@ -154,11 +160,13 @@ class XAICallback(Callback):
         return self._generate_state_key(**self._state_key_fields())
 
     def _state_key_fields(self) -> Dict[str, Any]:
-        # the probe as given at construction: a ProbeSpec keeps its key after it is drawn, so the
-        # state saved in a checkpoint is found again whenever the spec is resolved on resume
-        given = self._given_probe
-        probe = repr(given) if isinstance(given, ProbeSpec) else (None if given is None else given.fingerprint())
-        return {"probe": probe, "target": self._target_key(), "dtype": str(self.dtype).replace("torch.", "")}
+        fields: Dict[str, Any] = {"target": self._target_key(), "dtype": str(self.dtype).replace("torch.", "")}
+        return {"probe": self._probe_key, **fields}
+
+    @property
+    def probe_ready(self) -> bool:
+        """True once the callback holds a :class:`ProbeSet` (a ``ProbeSpec`` is drawn at setup or later)."""
+        return isinstance(self.probe, ProbeSet)
 
     # ------------------------------------------------------------------ probe specs (YAML)
     def _resolve_probe_spec(self, trainer: Any, pl_module: Any, stage: Optional[str] = None) -> bool:
@@ -178,7 +186,14 @@ class XAICallback(Callback):
             return False
         self.probe = spec.build_from(loader)
         self._check_target_spec(self.target, self.probe)
+        self._on_probe_drawn()
+        if self._pending_probe_state is not None:
+            pending, self._pending_probe_state = self._pending_probe_state, None
+            self._check_probe_state({"probe": pending})
         return True
+
+    def _on_probe_drawn(self) -> None:
+        """Called once a ``ProbeSpec`` became a ``ProbeSet``: subclasses derive what depends on the probe."""
 
     def _should_run(self, trainer: Any) -> bool:
         if trainer.sanity_checking:
@@ -450,10 +465,15 @@ class XAICallback(Callback):
 
     # ------------------------------------------------------------------ state
     def _probe_state(self) -> Dict[str, Any]:
-        return {} if self.probe is None else {"probe": self.probe.state_dict()}
+        if isinstance(self.probe, ProbeSet):
+            return {"probe": self.probe.state_dict()}
+        return {} if self._pending_probe_state is None else {"probe": dict(self._pending_probe_state)}
 
     def _check_probe_state(self, state: Mapping[str, Any]) -> None:
         saved = state.get("probe")
+        if saved and isinstance(self.probe, ProbeSpec):
+            self._pending_probe_state = dict(saved)  # compared when the spec is drawn
+            return
         if saved and self.probe is not None and saved.get("fingerprint") != self.probe.fingerprint():
             warnings.warn(
                 f"{type(self).__name__}: the checkpoint was written with a different probe "

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 import zlib
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
 from .. import functional as F
 from .._lightning import rank_zero_warn
-from ..probe import ProbeSet
+from ..probe import ProbeSet, ProbeSpec
 from ._base import XAICallback
 from ._cache import cache_for
 
@@ -44,7 +44,8 @@ class DeadReLUMonitor(XAICallback):
     exception: the hooks live only during the forward passes being counted.
 
     Args:
-        probe: the :class:`~lightning_xai.ProbeSet` to count on (``source="probe"``).
+        probe: the :class:`~lightning_xai.ProbeSet` to count on (``source="probe"``), or a
+            :class:`~lightning_xai.ProbeSpec` drawn from the validation data at setup.
         source: ``"probe"``: one forward pass over the probe in eval mode, shared with the probe
             forward of the other lightning_xai callbacks (``AttributionMonitor``) when they run in
             the same epoch, so it costs at most one extra forward; ``"validation"``: count on the
@@ -54,6 +55,7 @@ class DeadReLUMonitor(XAICallback):
         every_n_epochs: run on every n-th validation epoch.
         warn_above: warn (rank zero) whenever ``xai/dead_relu/all`` exceeds this fraction.
         log_histograms: set False to skip the on-rate histograms.
+        on_error: ``"raise"`` (default) or ``"warn"``: a failure inside an epoch warns and training goes on.
 
     Example:
         >>> import torch, pytorch_lightning as pl
@@ -68,12 +70,13 @@ class DeadReLUMonitor(XAICallback):
 
     def __init__(
         self,
-        probe: Optional[ProbeSet] = None,
+        probe: Union[None, ProbeSet, ProbeSpec] = None,
         source: str = "probe",
         tau: float = 0.0,
         every_n_epochs: int = 1,
         warn_above: Optional[float] = None,
         log_histograms: bool = True,
+        on_error: str = "raise",
     ) -> None:
         if source not in SOURCES:
             raise ValueError(f"source must be 'probe' or 'validation', got {source!r}")
@@ -93,7 +96,7 @@ class DeadReLUMonitor(XAICallback):
             isinstance(warn_above, bool) or not isinstance(warn_above, (int, float)) or not 0 <= warn_above < 1
         ):
             raise ValueError(f"warn_above must be None or a fraction in [0, 1), got {warn_above!r}")
-        super().__init__(probe, every_n_epochs=every_n_epochs, probe_required=False)
+        super().__init__(probe, every_n_epochs=every_n_epochs, probe_required=False, on_error=on_error)
         self.source = source
         self.tau = float(tau)
         self.warn_above = None if warn_above is None else float(warn_above)
@@ -108,8 +111,9 @@ class DeadReLUMonitor(XAICallback):
         return {**super()._state_key_fields(), "source": self.source, "tau": self.tau}
 
     # ------------------------------------------------------------------ set-up
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        if self.source != "probe" or self.probe is None:
+    def _setup_checks(self, trainer: Any, pl_module: Any) -> None:
+        # the base's setup calls this once the probe is a ProbeSet (a ProbeSpec is drawn first)
+        if self.source != "probe" or not isinstance(self.probe, ProbeSet):
             return
         if any(isinstance(p, nn.parameter.UninitializedParameter) for p in pl_module.parameters()):
             return  # lazy modules: a forward here would initialise them and consume the RNG

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .. import functional as F
 from ..functional.drift import GridLike, _grid
-from ..probe import ProbeSet
+from ..probe import ProbeSet, ProbeSpec
 from ._base import TargetSpec, XAICallback, _freeze, normalize_methods
 
 __all__ = ["FeatureDriftMonitor", "load_reference", "REFERENCE_FORMAT"]
@@ -109,7 +109,8 @@ class FeatureDriftMonitor(XAICallback):
     ``trainer.fit(..., ckpt_path=...)`` logs the same values as an uninterrupted one.
 
     Args:
-        probe: the :class:`~lightning_xai.ProbeSet` to explain.
+        probe: the :class:`~lightning_xai.ProbeSet` to explain, or a :class:`~lightning_xai.ProbeSpec`
+            drawn from the validation data at setup (for LightningCLI configs).
         method: one method name from ``lightning_xai.functional.METHODS``, or ``{name: options}``
             with one entry, e.g. ``{"integrated_gradients": {"n_steps": 32}}``.
         metrics: names from ``lightning_xai.functional.DRIFT_METRICS`` (default: all).
@@ -128,6 +129,8 @@ class FeatureDriftMonitor(XAICallback):
         log_importance: log the per-feature curves (tabular probes).
         log_trajectory: log the trajectory heatmap.
         chunk_size: rows per forward+backward pass (default: the probe size).
+        dtype: precision of the attributions (``"float32"`` default), as in ``AttributionMonitor``.
+        on_error: ``"raise"`` (default) or ``"warn"``: a failure inside an epoch warns and training goes on.
 
     Example:
         >>> import torch, pytorch_lightning as pl
@@ -142,10 +145,10 @@ class FeatureDriftMonitor(XAICallback):
 
     def __init__(
         self,
-        probe: ProbeSet,
+        probe: Union[ProbeSet, ProbeSpec],
         method: Union[str, Mapping[str, Mapping[str, Any]]] = "integrated_gradients",
         metrics: Union[str, Sequence[str]] = F.DRIFT_METRICS,
-        reference: Union[str, Tensor, "os.PathLike[str]"] = "first",
+        reference: Union[str, Tensor, os.PathLike] = "first",
         top_k: int = 5,
         warmup_epochs: int = 0,
         every_n_epochs: int = 1,
@@ -154,8 +157,12 @@ class FeatureDriftMonitor(XAICallback):
         log_importance: bool = True,
         log_trajectory: bool = True,
         chunk_size: Optional[int] = None,
+        dtype: Union[str, torch.dtype] = "float32",
+        on_error: str = "raise",
     ) -> None:
-        super().__init__(probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size)
+        super().__init__(
+            probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size, dtype=dtype, on_error=on_error
+        )
         methods = normalize_methods(method)
         if len(methods) != 1:
             raise ValueError(
@@ -173,12 +180,11 @@ class FeatureDriftMonitor(XAICallback):
         self.log_importance = bool(log_importance)
         self.log_trajectory = bool(log_trajectory)
 
-        sample_shape = tuple(probe.inputs.shape[1:])
-        self._names = F.importance_names(
-            sample_shape, self.grid, probe.feature_names if probe.kind == "tabular" else None
-        )
-        self._tag_names = _unique([_tag_name(n) for n in self._names])
-
+        #: feature names and their tag forms: known once the probe is (a ``ProbeSpec`` is drawn at setup)
+        self._names: List[str] = []
+        self._tag_names: List[str] = []
+        #: a tensor or file reference waiting for the probe to be drawn: ``("tensor"|"file", value)``
+        self._pending_reference: Optional[Tuple[str, Any]] = None
         #: one entry per run epoch: ``{"epoch": int, "importance": 1-D float64 tensor}``
         self.history: List[Dict[str, Any]] = []
         #: the latest values logged, by tag
@@ -187,13 +193,30 @@ class FeatureDriftMonitor(XAICallback):
         self._reference: Optional[Dict[str, Any]] = None
         self._reference_epoch: Optional[int] = None
         self._reference_spec = self._parse_reference(reference)
+        if isinstance(self.probe, ProbeSet):
+            self._on_probe_drawn()
+
+    def _on_probe_drawn(self) -> None:
+        """Names from the probe; a tensor or file reference is checked against it (now, or at setup for a spec)."""
+        probe = self.probe
+        assert isinstance(probe, ProbeSet)
+        self._names = F.importance_names(
+            tuple(probe.inputs.shape[1:]), self.grid, probe.feature_names if probe.kind == "tabular" else None
+        )
+        self._tag_names = _unique([_tag_name(n) for n in self._names])
+        if self._pending_reference is not None:
+            kind, value = self._pending_reference
+            self._pending_reference = None
+            self._reference = self._reference_from_tensor(value) if kind == "tensor" else self._reference_from_file(value)
 
     # ------------------------------------------------------------------ arguments
     def _parse_reference(self, reference: Any) -> str:
-        """Validate ``reference``; fixed references (tensor, file) are read now. Returns its description."""
-        assert self.probe is not None
+        """Validate ``reference``; fixed references (tensor, file) are read once the probe is known.
+
+        Returns its description.
+        """
         if isinstance(reference, Tensor):
-            self._reference = self._reference_from_tensor(reference)
+            self._pending_reference = ("tensor", reference.detach().clone())
             return "tensor"
         if isinstance(reference, os.PathLike):
             reference = os.fspath(reference)
@@ -224,7 +247,8 @@ class FeatureDriftMonitor(XAICallback):
                 f"reference must be 'first', 'epoch:N' (N an epoch number), a tensor, or the path of a file "
                 f"written by FeatureDriftMonitor.save_reference; got {reference!r} (no such file)"
             )
-        self._reference = self._reference_from_file(reference)
+        load_reference(reference)  # a file that is not a reference fails now, not at setup
+        self._pending_reference = ("file", reference)
         return f"file:{reference}"
 
     def _reference_is_from_run(self) -> bool:
@@ -291,8 +315,8 @@ class FeatureDriftMonitor(XAICallback):
         }
 
     # ------------------------------------------------------------------ hooks
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        self._check_against_model(pl_module)
+    def _setup_checks(self, trainer: Any, pl_module: Any) -> None:
+        super()._setup_checks(trainer, pl_module)
         if self.method == "grad_cam":
             F.resolve_layer(pl_module, self.method_options.get("layer"))
 

@@ -6,14 +6,14 @@ import json
 import math
 import os
 from enum import Enum
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 
 from .. import checks as C
 from .._lightning import rank_zero_info, rank_zero_warn
 from ..errors import SanityCheckError
-from ..probe import ProbeSet
+from ..probe import ProbeSet, ProbeSpec
 from ._base import TargetSpec, XAICallback
 from ._dashboard import markdown_table
 
@@ -83,7 +83,8 @@ class SanityGate(XAICallback):
     the gate in ``callbacks``: checked at setup (after is an error).
 
     Args:
-        probe: the :class:`~lightning_xai.ProbeSet` explained by the checks.
+        probe: the :class:`~lightning_xai.ProbeSet` explained by the checks, or a
+            :class:`~lightning_xai.ProbeSpec` drawn from the validation data at setup.
         checks: the checks to evaluate, e.g. ``[checks.RelevanceMass("saliency", min_mass=0.6)]``.
         action: ``"stop"``, ``"raise"`` or ``"warn"``.
         patience: failed validation checks in a row that are tolerated; the gate acts on the next
@@ -111,7 +112,7 @@ class SanityGate(XAICallback):
 
     def __init__(
         self,
-        probe: ProbeSet,
+        probe: Union[ProbeSet, ProbeSpec],
         checks: Sequence[C.Check],
         action: str = "stop",
         patience: int = 0,
@@ -161,9 +162,12 @@ class SanityGate(XAICallback):
         return {**super()._state_key_fields(), "checks": [c.name for c in self.checks]}
 
     # ------------------------------------------------------------------ hooks
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def _setup_checks(self, trainer: Any, pl_module: Any) -> None:
+        # the base's setup calls this once the probe is a ProbeSet: checks that need the probe (masks
+        # for RelevanceMass, image inputs, ...) are validated then; a ProbeSpec drawn from loaders
+        # passed to fit() is drawn, and these checks run, when the first validation epoch starts
         classes = self._check_against_model(pl_module)
-        assert self.probe is not None
+        assert isinstance(self.probe, ProbeSet)
         info = C.CheckSetup(
             probe=self.probe, model=pl_module, classes=classes, callbacks=list(trainer.callbacks), gate=self
         )
