@@ -96,6 +96,9 @@ class SanityGate(XAICallback):
         guard_metric, guard_mode: see *Checkpoints* above.
         chunk_size: rows per forward+backward pass for the attributions.
         verbose: log the gate's message (rank 0) when checks fail.
+        dtype: precision of the attributions the checks use (``"float32"`` default; see
+            :class:`~lightning_xai.callbacks.AttributionMonitor`). The gate has no ``on_error``: a check
+            that raises is a failed check (reason names the error), so every rank reaches a decision.
 
     Example:
         >>> import torch, pytorch_lightning as pl
@@ -124,8 +127,9 @@ class SanityGate(XAICallback):
         guard_mode: str = "min",
         chunk_size: Optional[int] = None,
         verbose: bool = True,
+        dtype: Union[str, torch.dtype] = "float32",
     ) -> None:
-        super().__init__(probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size)
+        super().__init__(probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size, dtype=dtype)
         self.checks: List[C.Check] = C.validate(checks)
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {', '.join(map(repr, ACTIONS))}, got {action!r}")
