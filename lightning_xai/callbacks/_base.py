@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from .. import functional as F
 from .._lightning import Callback, TensorBoardLogger, rank_zero_warn
-from ..probe import ProbeSet
+from ..probe import ProbeSet, split_item
 from ._cache import cache_for
 
 __all__ = ["XAICallback", "normalize_methods", "TargetSpec"]
@@ -102,6 +102,8 @@ class XAICallback(Callback):
         self.every_n_epochs = every_n_epochs
         self.chunk_size = chunk_size
         self._warned: set = set()
+        #: rows in the first training batch of the run (caps the automatic chunk size; 0: unknown)
+        self._train_batch_size: Optional[int] = None
 
     # ------------------------------------------------------------------ identity and scheduling
     @property
@@ -178,10 +180,17 @@ class XAICallback(Callback):
                 )
         return classes
 
-    def _outputs(self, trainer: Any, pl_module: nn.Module) -> Tensor:
-        """The model's outputs on the probe this epoch (computed once per epoch, shared)."""
+    def _outputs_key(self) -> Any:
         assert self.probe is not None
-        key = ("__outputs__", self.probe.fingerprint())
+        return ("__outputs__", self.probe.fingerprint())
+
+    def _outputs(self, trainer: Any, pl_module: nn.Module) -> Tensor:
+        """The model's outputs on the probe this epoch (computed once per epoch, shared).
+
+        When a gradient pass over the probe ran first this epoch, its forward already gave them.
+        """
+        assert self.probe is not None
+        key = self._outputs_key()
 
         def compute() -> Tensor:
             x = self.probe.inputs_for(pl_module)  # type: ignore[union-attr]
@@ -226,7 +235,6 @@ class XAICallback(Callback):
         assert self.probe is not None
         cache = cache_for(trainer)
         fp = self.probe.fingerprint()
-        target = self._resolve_target(trainer, pl_module)
         x = self.probe.inputs_for(pl_module)
 
         def key(name: str, options: Mapping[str, Any]) -> Any:
@@ -240,13 +248,21 @@ class XAICallback(Callback):
                 result[m] = cache.get(key(m, methods[m]))
         # the one-pass methods share a single forward+backward
         shared = [m for m in missing if m in F.GRADIENT_PASS_METHODS]
+        target: Optional[Tensor] = None
         if shared:
             cam_opts = missing.get("grad_cam", {})
-            maps = F.attribute_many(
-                pl_module, x, target, shared,
+            options = dict(
                 layer=cam_opts.get("layer"), upsample=cam_opts.get("upsample", True),
-                chunk_size=self._chunk(missing),
+                chunk_size=self._chunk(missing, len(x)),
             )
+            if self.target == "predicted" and self._outputs_key() not in cache:
+                # one forward for both: the pass's own outputs give the predicted class and are
+                # kept as this epoch's probe outputs (no separate forward to resolve the target)
+                maps, outputs = F.attribute_many(pl_module, x, "predicted", shared, return_outputs=True, **options)
+                cache.put(self._outputs_key(), outputs)
+            else:
+                target = self._resolve_target(trainer, pl_module)
+                maps = F.attribute_many(pl_module, x, target, shared, **options)
             for m in shared:
                 cache.put(key(m, missing[m]), maps[m])
                 cache.computed[m] += 1
@@ -254,18 +270,31 @@ class XAICallback(Callback):
         for m, options in missing.items():
             if m in shared:
                 continue
+            if target is None:
+                target = self._resolve_target(trainer, pl_module)
             opts = dict(options)
-            opts.setdefault("chunk_size", self.chunk_size)
+            if opts.get("chunk_size") is None:
+                opts["chunk_size"] = self._chunk({}, len(x))
             result[m] = F.attribute(pl_module, x, target, m, **opts)
             cache.put(key(m, options), result[m])
             cache.computed[m] += 1
         return {m: result[m] for m in methods}
 
-    def _chunk(self, methods: Mapping[str, Mapping[str, Any]]) -> Optional[int]:
+    def _chunk(self, methods: Mapping[str, Mapping[str, Any]], n: int) -> Optional[int]:
+        """Rows per pass: a method's ``chunk_size``, else the callback's, else automatic.
+
+        Automatic: the probe size, capped at the training batch size seen in this run, so that an
+        attribution pass (no parameter gradients, no optimizer state) never holds more activations
+        than a training step does.
+        """
         for o in methods.values():
             if o.get("chunk_size") is not None:
                 return int(o["chunk_size"])
-        return self.chunk_size
+        if self.chunk_size is not None:
+            return self.chunk_size
+        if self._train_batch_size and self._train_batch_size < n:
+            return self._train_batch_size
+        return None
 
     # ------------------------------------------------------------------ logging
     def _warn_once(self, key: str, message: str) -> None:
@@ -319,6 +348,13 @@ class XAICallback(Callback):
     # ------------------------------------------------------------------ hooks shared by all
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         cache_for(trainer).start_epoch()
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if self._train_batch_size is None:
+            try:
+                self._train_batch_size = int(split_item(batch)[0].shape[0])
+            except (ValueError, IndexError, TypeError, AttributeError):
+                self._train_batch_size = 0  # unknown layout (0): keep the probe-size default
 
 
 def mean_over(values: Sequence[float]) -> float:
