@@ -5,7 +5,7 @@ plain batched loop in chunks of the probe size: model frozen in eval mode, ``out
 ``torch.autograd.grad`` with respect to the input (or, for Grad-CAM, the layer's activation).
 
     saliency, input_x_gradient   1 x (forward + backward to the input) of the probe
-    grad_cam                     1 x (forward + backward to the layer) of the probe
+    grad_cam                     1 x (forward + backward to the layer: the last residual block) of the probe
     integrated_gradients         n_steps x (forward + backward to the input) of the probe
     smoothgrad                   n_samples x (forward + backward to the input) of the probe
     occlusion                    (1 + windows) x forward of the probe, no backward
@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List
 import torch
 from torch import nn
 
-from _common import base_parser, emit, interleaved, last_conv_name, make_model, median, setup, table
+from _common import base_parser, emit, interleaved, cam_layer, make_model, median, setup, table
 
 from lightning_xai import functional as F
 
@@ -66,7 +66,7 @@ def forward_loop(model: nn.Module, x: torch.Tensor, passes: int) -> None:
 
 def build(method: str, model: nn.Module, x: torch.Tensor, t: torch.Tensor, args: Any) -> Dict[str, Callable[[], Any]]:
     n = x.shape[0]
-    layer_name = last_conv_name(model)
+    layer_name = cam_layer(model)
     layer = dict(model.named_modules())[layer_name]
     window = (x.shape[1], x.shape[2] // 8, x.shape[3] // 8)
     variants: Dict[str, Callable[[], Any]] = {}
@@ -168,7 +168,7 @@ def main(argv: Any = None) -> Dict[str, Any]:
     config = {
         "model": f"ResNetish({'small' if args.small else 'default'}, {params} params)",
         "input": [args.probe, 3, 32, 32], "ig_steps": args.steps, "smoothgrad_samples": args.samples,
-        "repeats": args.repeats, "device": str(args.device), "statistic": "median, interleaved",
+        "repeats": args.repeats, "device": str(args.device), "statistic": "median, interleaved", "clock": args.clock,
     }
     emit("attribution_cost", {"config": config, "results": results}, text)
     return results

@@ -212,6 +212,12 @@ def _predicted(logits: Tensor) -> Optional[Tensor]:
     return None
 
 
+def _autograd_ready(t: Tensor, copy: bool = True) -> Tensor:
+    """``t`` detached, copied only when it is an inference tensor (made under ``torch.inference_mode``)."""
+    t = t.detach()
+    return t.clone() if copy and t.is_inference() else t
+
+
 def _chunks(total: int, chunk: int) -> Iterable[Tuple[int, int]]:
     for start in range(0, total, chunk):
         yield start, min(total, start + chunk)
@@ -297,8 +303,9 @@ def _gradient_pass(
     ``copy=False`` when ``inputs`` is a tensor the caller just made (inside :func:`explaining`), so
     that it needs no defensive copy to join autograd.
     """
-    # the input always joins the graph (parameters are frozen); its gradient is only asked for when needed
-    x = (inputs.detach().clone() if copy else inputs.detach()).requires_grad_(True)
+    # the input always joins the graph (parameters are frozen); its gradient is only asked for when needed.
+    # A copy is needed only for tensors made under inference mode, which cannot join autograd.
+    x = _autograd_ready(inputs, copy).requires_grad_(True)
     capture = _Capture() if layer is not None else None
     handle = layer.register_forward_hook(capture) if layer is not None else None
     try:
@@ -419,7 +426,7 @@ def attribute_many(
             if "saliency" in methods:
                 result["saliency"] = g.abs()
             if "input_x_gradient" in methods:
-                result["input_x_gradient"] = inputs.detach().clone() * g
+                result["input_x_gradient"] = _autograd_ready(inputs) * g
         if want_cam:
             cam = _cat(cams)
             result["grad_cam"] = _upsample(cam, inputs) if upsample else cam
@@ -527,10 +534,11 @@ def ig_rule(method: str, n_steps: int) -> Tuple[List[float], List[float]]:
 
 
 def _baseline(baseline: Union[None, float, Tensor], inputs: Tensor) -> Tensor:
+    # scalar baselines are broadcast views: no probe-sized buffer
     if baseline is None:
-        return torch.zeros_like(inputs)
+        return torch.zeros((), dtype=inputs.dtype, device=inputs.device).expand(inputs.shape)
     if isinstance(baseline, (int, float)):
-        return torch.full_like(inputs, float(baseline))
+        return torch.full((), float(baseline), dtype=inputs.dtype, device=inputs.device).expand(inputs.shape)
     b = torch.as_tensor(baseline, dtype=inputs.dtype, device=inputs.device)
     try:
         return torch.broadcast_to(b, inputs.shape).detach()
@@ -605,7 +613,7 @@ def integrated_gradients(
     n = inputs.shape[0]
     chunk = _chunk_size(chunk_size, n)
     with explaining(model):
-        x = inputs.detach().clone()  # a normal tensor even when called under inference mode
+        x = _autograd_ready(inputs)  # a normal tensor even when called under inference mode
         base = _baseline(baseline, x)
         diff = x - base
         total = torch.zeros_like(x)
@@ -678,7 +686,7 @@ def smoothgrad(
     n = inputs.shape[0]
     chunk = _chunk_size(chunk_size, n)
     with explaining(model):
-        x = inputs.detach().clone()
+        x = _autograd_ready(inputs)
         if generator is None:
             generator = torch.Generator(device=x.device)
             generator.manual_seed(seed)
@@ -774,7 +782,7 @@ def occlusion(
         masks[(p,) + sl] = True
     chunk = _chunk_size(chunk_size, n)
     with explaining(model), torch.no_grad():
-        x = inputs.detach().clone()
+        x = _autograd_ready(inputs)
         masks = masks.to(x.device)
         base = _baseline(baseline, x)
         total = torch.zeros_like(x)

@@ -12,6 +12,7 @@ pictures are the same minus the text.
 
 from __future__ import annotations
 
+import functools
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -79,7 +80,9 @@ def color_scale(attr: Tensor, quantile: float = 0.995) -> float:
     return v if v > 0 else (float(a.max()) or 1.0)
 
 
+@functools.lru_cache(maxsize=8)
 def _font(size: int = 11):  # type: ignore[no-untyped-def]
+    """Pillow's default font at ``size`` (loaded once per size: loading it costs more than drawing)."""
     try:
         from PIL import ImageFont
     except ImportError:  # pragma: no cover - Pillow is a dependency
@@ -121,6 +124,12 @@ def _upscale(img: np.ndarray, factor: int) -> np.ndarray:
 
 
 def _colorbar(width: int, signed: bool, vmax: float) -> np.ndarray:
+    """The colour-bar legend (cached: callers keep ``vmax`` fixed across epochs, so it repeats)."""
+    return _colorbar_cached(int(width), bool(signed), float(vmax)).copy()
+
+
+@functools.lru_cache(maxsize=32)
+def _colorbar_cached(width: int, signed: bool, vmax: float) -> np.ndarray:
     height = 28
     bar = np.full((height, width, 3), 255, dtype=np.uint8)
     ramp = np.linspace(-1 if signed else 0, 1, max(width - 20, 2))
