@@ -60,8 +60,9 @@ class _Block(nn.Module):
 class ResNetish(nn.Module):
     """A small CIFAR-size ResNet: stem, three stages of basic blocks (strides 1, 2, 2), pool, linear.
 
-    ``width=16`` and ``blocks=1`` give ~0.08M parameters (``--small``); ``width=32, blocks=2``
-    (default) ~1.2M parameters, a ResNet-18-like layout at a quarter of its width.
+    ``width=16`` and ``blocks=1`` give 78k parameters (``--small``); ``width=32, blocks=2``
+    (default) 0.7M parameters: ResNet-18's CIFAR layout (two blocks per stage) at half its width,
+    three stages instead of four.
     """
 
     def __init__(self, width: int = 32, blocks: int = 2, classes: int = 10, in_ch: int = 3) -> None:

@@ -24,6 +24,7 @@ of that size.
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -272,21 +273,38 @@ def resolve_layer(model: nn.Module, layer: Union[None, str, nn.Module]) -> Tuple
     raise TypeError(f"layer must be None, a dotted name or an nn.Module, got {type(layer).__name__}")
 
 
+#: Layers whose output a later op of the model changes in place: their output is captured as a copy.
+_CLONE_LAYERS: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
+
+
 class _Capture:
-    """Forward hook that keeps a layer's output on the autograd path, safe against in-place ops."""
+    """Forward hook that keeps a layer's output on the autograd path, safe against in-place ops.
 
-    def __init__(self) -> None:
+    The output is kept as it is (no copy) and its version counter noted; if a later op of the model
+    changes it in place (``ReLU(inplace=True)`` after the layer), :meth:`modified` says so and the
+    pass is made again with ``clone=True``, where the model gets a copy to modify instead. The
+    numbers are the same either way; the copy costs one activation of memory.
+    """
+
+    def __init__(self, clone: bool = False) -> None:
+        self.clone = clone
         self.activation: Optional[Tensor] = None
+        self._version = -1
 
-    def __call__(self, module: nn.Module, args: object, output: Tensor) -> Tensor:
+    def __call__(self, module: nn.Module, args: object, output: Tensor) -> Optional[Tensor]:
         if not isinstance(output, Tensor):
             raise ValueError(
                 f"grad_cam layer {type(module).__name__} returns {type(output).__name__}; "
                 "pick a layer that returns one tensor"
             )
         self.activation = output
-        # Downstream in-place ops (ReLU(inplace=True)) then modify the copy, not the activation.
-        return output.clone()
+        if self.clone:
+            return output.clone()
+        self._version = output._version
+        return None
+
+    def modified(self) -> bool:
+        return not self.clone and self.activation is not None and self.activation._version != self._version
 
 
 def _gradient_pass(
@@ -297,38 +315,63 @@ def _gradient_pass(
     create_input_grad: bool = True,
     validate: Any = _ALL,
     copy: bool = True,
-) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], Tensor]:
-    """One forward+backward pass: input gradient, layer activation and its gradient, the model's outputs.
+) -> Tuple[Optional[Tensor], Optional[Tensor], Tensor]:
+    """One forward+backward pass: input gradient, Grad-CAM map at ``layer``, the model's outputs.
 
-    ``copy=False`` when ``inputs`` is a tensor the caller just made (inside :func:`explaining`), so
-    that it needs no defensive copy to join autograd.
+    With both the input gradient and Grad-CAM asked for, the map is made by a hook on the layer's
+    output as soon as its gradient is known during the backward, and the layer's activation and
+    gradient are let go there: holding them to the end would add both to the pass's peak memory.
+
+    ``copy=False`` when ``inputs`` is a tensor the caller just made (inside :func:`explaining`).
     """
     # the input always joins the graph (parameters are frozen); its gradient is only asked for when needed.
     # A copy is needed only for tensors made under inference mode, which cannot join autograd.
     x = _autograd_ready(inputs, copy).requires_grad_(True)
-    capture = _Capture() if layer is not None else None
+    capture = _Capture(clone=layer in _CLONE_LAYERS) if layer is not None else None
     handle = layer.register_forward_hook(capture) if layer is not None else None
+    cam: List[Tensor] = []
+    gx: Optional[Tensor] = None
     try:
         raw = model(x)
-        out = _select_output(raw, target, validate)
         _note("forward", x.shape[0])
-        wrt: List[Tensor] = []
-        if create_input_grad:
-            wrt.append(x)
+        if capture is not None and capture.modified():
+            # the layer's output was changed in place downstream: redo the pass with a copy (once per layer)
+            assert layer is not None and handle is not None
+            _CLONE_LAYERS.add(layer)
+            handle.remove()
+            capture = _Capture(clone=True)
+            handle = layer.register_forward_hook(capture)
+            raw = model(x)
+            _note("forward", x.shape[0])
+        out = _select_output(raw, target, validate)
+        held: List[Tensor] = []  # the layer's activation, held only until its map is made
         if capture is not None:
             if capture.activation is None:
                 raise ValueError("the grad_cam layer was not called during the model's forward pass")
-            wrt.append(capture.activation)
-        grads = torch.autograd.grad(out.sum(), wrt, allow_unused=True)
+            held.append(capture.activation)
+            capture.activation = None
+        if held and create_input_grad and held[0].requires_grad:
+
+            def on_grad(g: Tensor) -> None:
+                cam.append(_cam(held.pop().detach(), g, relu=True))
+
+            held[0].register_hook(on_grad)
+            (gx,) = torch.autograd.grad(out.sum(), [x], allow_unused=True)
+        elif held and held[0].requires_grad:
+            (g,) = torch.autograd.grad(out.sum(), [held[0]], allow_unused=True)
+            if g is not None:
+                cam.append(_cam(held.pop().detach(), g, relu=True))
+        elif create_input_grad:
+            (gx,) = torch.autograd.grad(out.sum(), [x], allow_unused=True)
         _note("backward", x.shape[0])
     finally:
         if handle is not None:
             handle.remove()
-    grads = [g if g is not None else torch.zeros_like(w) for g, w in zip(grads, wrt)]
-    gx = grads[0] if create_input_grad else None
-    act = capture.activation.detach() if capture is not None else None
-    gact = grads[-1] if capture is not None else None
-    return gx, act, gact, _logits(raw).detach()
+    if create_input_grad and gx is None:
+        gx = torch.zeros_like(x)
+    if held and not cam:  # the layer is not on the path to the output: zero gradient
+        cam.append(_cam(held[0].detach(), torch.zeros_like(held[0]), relu=True))
+    return gx, (cam[0] if cam else None), _logits(raw).detach()
 
 
 def _cam(act: Tensor, gact: Tensor, relu: bool) -> Tensor:
@@ -410,7 +453,7 @@ def attribute_many(
         outs: List[Tensor] = []
         for s, e in _chunks(n, chunk):
             t_chunk = t if t is None or isinstance(t, str) else t[s:e]
-            gx, act, gact, logits = _gradient_pass(
+            gx, cam_map, logits = _gradient_pass(
                 model, inputs[s:e], t_chunk, layer_mod, create_input_grad=want_input,
                 validate=t if s == 0 else None,
             )
@@ -418,8 +461,8 @@ def attribute_many(
                 outs.append(logits)
             if gx is not None:
                 grads.append(gx)
-            if act is not None and gact is not None:
-                cams.append(_cam(act, gact, relu=True))
+            if cam_map is not None:
+                cams.append(cam_map)
         result: Dict[str, Tensor] = {}
         if want_input:
             g = _cat(grads)
@@ -628,7 +671,7 @@ def integrated_gradients(
                 # the chunk lies within one step of the path: slices instead of gathers (same numbers)
                 k0, a, b = s // n, s % n, (e - 1) % n + 1
                 path = base[a:b] + alpha_t[k0] * diff[a:b]
-                gx, _, _, _ = _gradient_pass(
+                gx, _, _ = _gradient_pass(
                     model, path, None if t is None else t[a:b], validate=validate, copy=False
                 )
                 assert gx is not None
@@ -637,7 +680,7 @@ def integrated_gradients(
             idx = torch.arange(s, e, device=x.device)
             k, i = idx // n, idx % n
             path = base[i] + alpha_t[k].view(view) * diff[i]
-            gx, _, _, _ = _gradient_pass(model, path, None if t is None else t[i], validate=validate, copy=False)
+            gx, _, _ = _gradient_pass(model, path, None if t is None else t[i], validate=validate, copy=False)
             assert gx is not None
             total.index_add_(0, i, gx * step_t[k].view(view))
         attr = diff * total
@@ -691,14 +734,18 @@ def smoothgrad(
             generator = torch.Generator(device=x.device)
             generator.manual_seed(seed)
         # Same layout and draw order as Captum's NoiseTunnel: sample-major repeat, one normal draw.
+        # (Built in place: the same numbers as ``x.repeat_interleave(n_samples, 0) + torch.normal(0.0,
+        # std_tensor, generator)``, which is ``normal_(0, 1)``, times std, plus 0 - without the
+        # std-sized and repeat-sized temporaries.)
         shape = (n * n_samples,) + tuple(x.shape[1:])
-        std = torch.full(shape, float(noise), dtype=x.dtype, device=x.device)
-        noisy = x.repeat_interleave(n_samples, dim=0) + torch.normal(0.0, std, generator=generator)
+        noisy = torch.empty(shape, dtype=x.dtype, device=x.device).normal_(0.0, 1.0, generator=generator)
+        noisy.mul_(torch.full((), float(noise), dtype=x.dtype, device=x.device)).add_(0.0)
+        noisy.view((n, n_samples) + tuple(x.shape[1:])).add_(x.unsqueeze(1))
         total = torch.zeros_like(x)
         t = _resolve_predicted(model, x, _target_index(target, n, x.device), chunk)
         for s, e in _chunks(noisy.shape[0], chunk):
             i = torch.arange(s, e, device=x.device) // n_samples
-            gx, _, _, _ = _gradient_pass(
+            gx, _, _ = _gradient_pass(
                 model, noisy[s:e], None if t is None else t[i], validate=t if s == 0 else None, copy=False
             )
             assert gx is not None
