@@ -297,3 +297,21 @@ def test_images_reach_tensorboard_pixel_for_pixel(tmp_path):
     decoded = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
     assert (event.height, event.width) == seen["saliency"].shape[:2]
     assert np.array_equal(decoded, seen["saliency"])
+
+
+@pytest.mark.parametrize("baseline", [None, 0.5, "tensor"])
+@pytest.mark.parametrize("chunk", [None, 4])
+def test_integrated_gradients_baselines_match_captum(data, baseline, chunk):
+    x, pred = data
+    model = cnn(inplace=False)
+    if baseline == "tensor":
+        baseline = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    expected, expected_delta = captum_attr.IntegratedGradients(model).attribute(
+        x.clone(), baselines=0.0 if baseline is None else baseline, target=pred, n_steps=5,
+        method="gausslegendre", return_convergence_delta=True,
+    )
+    got, delta = F.integrated_gradients(
+        model, x, pred, baseline=baseline, n_steps=5, chunk_size=chunk, return_convergence_delta=True
+    )
+    torch.testing.assert_close(got, expected.detach(), **TOL)
+    torch.testing.assert_close(delta, expected_delta.detach().to(delta.dtype), rtol=1e-4, atol=1e-5)

@@ -658,7 +658,8 @@ def integrated_gradients(
     with explaining(model):
         x = _autograd_ready(inputs)  # a normal tensor even when called under inference mode
         base = _baseline(baseline, x)
-        diff = x - base
+        # x - 0 is x, bit for bit: the default (zero) baseline needs no difference buffer
+        diff = x if baseline is None else x - base
         total = torch.zeros_like(x)
         rows = n * len(alphas)
         alpha_t = torch.tensor(alphas, dtype=x.dtype, device=x.device)
@@ -675,14 +676,16 @@ def integrated_gradients(
                     model, path, None if t is None else t[a:b], validate=validate, copy=False
                 )
                 assert gx is not None
-                total[a:b] += gx * step_t[k0]
+                total[a:b] += gx.mul_(step_t[k0])  # gx is this pass's own buffer: scaled in place
+                del gx, path  # not held through the next pass
                 continue
             idx = torch.arange(s, e, device=x.device)
             k, i = idx // n, idx % n
             path = base[i] + alpha_t[k].view(view) * diff[i]
             gx, _, _ = _gradient_pass(model, path, None if t is None else t[i], validate=validate, copy=False)
             assert gx is not None
-            total.index_add_(0, i, gx * step_t[k].view(view))
+            total.index_add_(0, i, gx.mul_(step_t[k].view(view)))
+            del gx, path
         attr = diff * total
         if not return_convergence_delta:
             return attr
@@ -749,7 +752,8 @@ def smoothgrad(
                 model, noisy[s:e], None if t is None else t[i], validate=t if s == 0 else None, copy=False
             )
             assert gx is not None
-            total.index_add_(0, i, gx.abs())
+            total.index_add_(0, i, gx.abs_())  # gx is this pass's own buffer
+            del gx
     return total / n_samples
 
 
