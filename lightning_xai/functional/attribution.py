@@ -18,7 +18,11 @@ and inputs (the test suite checks this):
 
 ``chunk_size`` bounds how many rows go through one forward+backward pass; the default is the number
 of probe samples, so an attribution pass costs about as much memory as a training step on a batch
-of that size.
+of that size (the callbacks cap it at the training batch size).
+
+``target`` is a class index, a tensor of indices, ``None`` for single-output models, or
+``"predicted"``: each sample's top class, read off the forward pass that saliency, input x gradient
+and Grad-CAM make anyway (the other methods make one forward of the inputs for it).
 """
 
 from __future__ import annotations
