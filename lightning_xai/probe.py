@@ -109,14 +109,14 @@ class ProbeSet:
                 f"ProbeSet inputs must be (N, ...) with N >= 1 samples, got shape {tuple(inputs_t.shape)}"
             )
         n = inputs_t.shape[0]
-        self.inputs: Tensor = inputs_t.detach().clone()
-        self.targets: Optional[Tensor] = None
+        self._inputs: Tensor = inputs_t.detach().clone()
+        self._targets: Optional[Tensor] = None
         if targets is not None:
             t = _as_tensor(targets)
             if t is None or t.reshape(-1).shape[0] != n:
                 raise ValueError(f"ProbeSet targets must be {n} values, one per input; got {targets!r:.80}")
-            self.targets = t.detach().reshape(-1).clone()
-        self.masks: Optional[Tensor] = None
+            self._targets = t.detach().reshape(-1).clone()
+        self._masks: Optional[Tensor] = None
         if masks is not None:
             m = _as_tensor(masks)
             if m is None or m.shape[0] != n:
@@ -128,7 +128,7 @@ class ProbeSet:
                     f"ProbeSet masks of shape {tuple(m.shape)} do not fit inputs of shape {tuple(inputs_t.shape)}: "
                     "give (N, H, W), (N, 1, H, W) or the inputs' shape"
                 )
-            self.masks = m.detach().clone().bool() if m.dtype == torch.bool else m.detach().clone().float()
+            self._masks = m.detach().clone().bool() if m.dtype == torch.bool else m.detach().clone().float()
         self.feature_names: Optional[List[str]] = None
         if feature_names is not None:
             names = [str(f) for f in feature_names]
@@ -137,6 +137,29 @@ class ProbeSet:
                 raise ValueError(f"{len(names)} feature_names for inputs with {n_features} features per sample")
             self.feature_names = names
         self.indices: Optional[List[int]] = None if indices is None else [int(i) for i in indices]
+        self._fingerprint: Optional[Tuple[Tuple[int, ...], str]] = None
+        self._device_copies: Dict[Tuple[Any, Any], Tuple[Tensor, int, int]] = {}
+
+    # The probe is fixed once built: its tensors cannot be re-bound, and the fingerprint and device
+    # copies are cached. A tensor changed in place anyway is noticed (torch's version counter) and
+    # the caches are refreshed, so that they never go stale.
+    @property
+    def inputs(self) -> Tensor:
+        """``(N, ...)`` model inputs (read-only attribute)."""
+        return self._inputs
+
+    @property
+    def targets(self) -> Optional[Tensor]:
+        """``(N,)`` class indices, or None (read-only attribute)."""
+        return self._targets
+
+    @property
+    def masks(self) -> Optional[Tensor]:
+        """Ground-truth masks, or None (read-only attribute)."""
+        return self._masks
+
+    def _versions(self) -> Tuple[int, ...]:
+        return tuple(-1 if t is None else t._version for t in (self._inputs, self._targets))
 
     # ---------------------------------------------------------------------------------- builders
     @classmethod
@@ -259,27 +282,58 @@ class ProbeSet:
         return [f"f{i}" for i in range(int(np.prod(self.inputs.shape[1:])))]
 
     def inputs_for(self, module: torch.nn.Module) -> Tensor:
-        """The inputs on ``module``'s device, in its floating dtype when the inputs are floating."""
+        """The inputs on ``module``'s device, in its floating dtype when the inputs are floating.
+
+        The copy is made once per device and dtype and reused (a probe on a GPU is not copied
+        from the host at every epoch); it is made again if either tensor was changed in place.
+        """
         param = next(iter(module.parameters()), None)
         if param is None:
-            return self.inputs
-        x = self.inputs.to(param.device)
-        if x.is_floating_point() and param.is_floating_point():
-            x = x.to(param.dtype)
+            return self._inputs
+        dtype = param.dtype if self._inputs.is_floating_point() and param.is_floating_point() else self._inputs.dtype
+        if param.device == self._inputs.device and dtype == self._inputs.dtype:
+            return self._inputs
+        key = (param.device, dtype)
+        cached = self._device_copies.get(key)
+        if cached is not None and cached[1] == self._inputs._version and cached[2] == cached[0]._version:
+            return cached[0]
+        x = self._inputs.to(device=param.device, dtype=dtype)
+        self._device_copies[key] = (x, self._inputs._version, x._version)
         return x
 
     def fingerprint(self) -> str:
-        """A hash of the probe's inputs (and targets): equal probes have equal fingerprints."""
+        """A hash of the probe's inputs (and targets): equal probes have equal fingerprints.
+
+        Hashed once and cached (the probe is fixed once built).
+
+        Example:
+            >>> import torch
+            >>> a = ProbeSet(torch.ones(2, 3), targets=torch.tensor([0, 1]))
+            >>> a.fingerprint() == ProbeSet(torch.ones(2, 3), targets=torch.tensor([0, 1])).fingerprint()
+            True
+            >>> a.fingerprint() == ProbeSet(torch.ones(2, 3), targets=torch.tensor([1, 1])).fingerprint()
+            False
+        """
+        versions = self._versions()
+        if self._fingerprint is not None and self._fingerprint[0] == versions:
+            return self._fingerprint[1]
         h = hashlib.sha1()
-        h.update(str(tuple(self.inputs.shape)).encode())
-        h.update(self.inputs.detach().cpu().contiguous().numpy().tobytes())
-        if self.targets is not None:
-            h.update(self.targets.detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
+        h.update(str(tuple(self._inputs.shape)).encode())
+        h.update(_raw_bytes(self._inputs))
+        if self._targets is not None:
+            h.update(_raw_bytes(self._targets))
+        digest = h.hexdigest()[:16]
+        self._fingerprint = (versions, digest)
+        return digest
 
     def state_dict(self) -> Dict[str, Any]:
         """The probe's selection, saved in callback state (indices and a fingerprint)."""
         return {"indices": self.indices, "fingerprint": self.fingerprint(), "n": len(self)}
+
+
+def _raw_bytes(t: Tensor) -> bytes:
+    """The tensor's bytes, for any dtype (numpy has no bfloat16)."""
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
 def _dataset_targets(dataset: Any, input_key: Key, target_key: Key, mask_key: Key) -> Optional[Tensor]:

@@ -49,7 +49,8 @@ class AttributionMonitor(XAICallback):
             ``fn(outputs, targets) -> class indices``.
         every_n_epochs: run on every n-th validation epoch.
         max_images: at most this many probe samples in an image grid.
-        chunk_size: rows per forward+backward pass (default: the probe size).
+        chunk_size: rows per forward+backward pass (default: the probe size, capped at the size of
+            the training batches, so that explaining never needs more memory than a training step).
         log_images: set False to log only the scalars (and the text summary).
         color_scale: how each method's colour-scale maximum is chosen across epochs:
             ``"grow"`` (default): set at the first logged epoch and kept, so the same colour means

@@ -48,7 +48,8 @@ class DeadReLUMonitor(XAICallback):
             :class:`~lightning_xai.ProbeSpec` drawn from the validation data at setup.
         source: ``"probe"``: one forward pass over the probe in eval mode, shared with the probe
             forward of the other lightning_xai callbacks (``AttributionMonitor``) when they run in
-            the same epoch, so it costs at most one extra forward; ``"validation"``: count on the
+            the same epoch, so it costs at most one extra forward, and none when it comes after an
+            ``AttributionMonitor`` on the same probe (it then counts on that monitor's gradient pass); ``"validation"``: count on the
             validation loop's own forward passes (all validation batches, zero extra passes; the
             sanity check is not counted).
         tau: dormancy threshold on the ReDo score (``0.0``: activations exactly zero everywhere).

@@ -18,13 +18,18 @@ and inputs (the test suite checks this):
 
 ``chunk_size`` bounds how many rows go through one forward+backward pass; the default is the number
 of probe samples, so an attribution pass costs about as much memory as a training step on a batch
-of that size.
+of that size (the callbacks cap it at the training batch size).
+
+``target`` is a class index, a tensor of indices, ``None`` for single-output models, or
+``"predicted"``: each sample's top class, read off the forward pass that saliency, input x gradient
+and Grad-CAM make anyway (the other methods make one forward of the inputs for it).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+import weakref
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -48,7 +53,11 @@ __all__ = [
     "count_passes",
 ]
 
-TargetLike = Union[None, int, Sequence[int], Tensor]
+TargetLike = Union[None, int, str, Sequence[int], Tensor]
+
+#: ``target="predicted"``: explain each sample's top class. The gradient-pass methods take it from the
+#: forward pass they make anyway (no extra forward); the path methods take it from one forward of the inputs.
+PREDICTED = "predicted"
 
 #: Method names accepted everywhere a method is named by a string.
 METHODS: Tuple[str, ...] = (
@@ -127,9 +136,16 @@ def _check_inputs(inputs: Tensor) -> None:
         )
 
 
-def _target_index(target: TargetLike, n: int, device: torch.device) -> Optional[Tensor]:
+def _target_index(target: TargetLike, n: int, device: torch.device) -> Union[None, str, Tensor]:
     if target is None:
         return None
+    if isinstance(target, str):
+        if target != PREDICTED:
+            raise ValueError(
+                f"target {target!r} is not understood: pass 'predicted' (each sample's top class), "
+                "an int class index or a tensor of class indices"
+            )
+        return PREDICTED
     if isinstance(target, bool):
         raise TypeError("target must be an int class index or a tensor of class indices, not bool")
     if isinstance(target, int):
@@ -145,10 +161,31 @@ def _target_index(target: TargetLike, n: int, device: torch.device) -> Optional[
     return t
 
 
-def _select_output(out: Tensor, target: Optional[Tensor]) -> Tensor:
-    """The scalar per row that is explained: the target logit, or a single output."""
-    if isinstance(out, (tuple, list)):
-        out = out[0]
+_ALL = object()
+
+
+def _logits(out: Any) -> Tensor:
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _check_range(target: Tensor, classes: int) -> None:
+    """Raise when a class index is outside ``0..classes-1`` (one device sync for the whole target)."""
+    lo, hi = torch.stack([target.min(), target.max()]).tolist()
+    if hi >= classes or lo < 0:
+        raise ValueError(
+            f"target class {hi if hi >= classes else lo} "
+            f"is out of range: the model returns {classes} classes (valid indices 0..{classes - 1})"
+        )
+
+
+def _select_output(out: Tensor, target: Union[None, str, Tensor], validate: Any = _ALL) -> Tensor:
+    """The scalar per row that is explained: the target logit, or a single output.
+
+    ``target`` may be ``"predicted"`` (the row's argmax). ``validate`` is the target tensor whose range
+    is checked (default: ``target``); loops over chunks pass the whole target on the first chunk and
+    ``None`` afterwards, so that the check (a host-device sync) runs once per call, not per chunk.
+    """
+    out = _logits(out)
     if out.dim() == 1:
         return out
     if out.dim() != 2:
@@ -156,22 +193,37 @@ def _select_output(out: Tensor, target: Optional[Tensor]) -> Tensor:
             f"the model returned outputs of shape {tuple(out.shape)}; attributions need (N,) or "
             "(N, classes). Wrap the model so that it returns one score per class."
         )
-    if target is None:
+    if target is None or (isinstance(target, str) and out.shape[1] == 1):
         if out.shape[1] == 1:
             return out[:, 0]
         raise ValueError(
             f"the model returns {out.shape[1]} outputs per sample: pass target=<class index or "
-            "tensor of indices> to say which one to explain"
+            "tensor of indices> (or 'predicted') to say which one to explain"
         )
-    if int(target.max()) >= out.shape[1] or int(target.min()) < 0:
-        raise ValueError(
-            f"target class {int(target.max()) if int(target.max()) >= out.shape[1] else int(target.min())} "
-            f"is out of range: the model returns {out.shape[1]} classes (valid indices 0..{out.shape[1] - 1})"
-        )
+    if isinstance(target, str):
+        target = out.detach().argmax(1)
+    else:
+        if validate is _ALL:
+            validate = target
+        if validate is not None:
+            _check_range(validate, out.shape[1])
     index = target.reshape(-1, 1)
     if index.is_inference():  # e.g. predictions made under trainer.validate()'s inference mode
         index = index.clone()
     return out.gather(1, index).squeeze(1)
+
+
+def _predicted(logits: Tensor) -> Optional[Tensor]:
+    """Each row's top class, or None for single-output models."""
+    if logits.dim() == 2 and logits.shape[1] > 1:
+        return logits.argmax(1)
+    return None
+
+
+def _autograd_ready(t: Tensor, copy: bool = True) -> Tensor:
+    """``t`` detached, copied only when it is an inference tensor (made under ``torch.inference_mode``)."""
+    t = t.detach()
+    return t.clone() if copy and t.is_inference() else t
 
 
 def _chunks(total: int, chunk: int) -> Iterable[Tuple[int, int]]:
@@ -228,55 +280,105 @@ def resolve_layer(model: nn.Module, layer: Union[None, str, nn.Module]) -> Tuple
     raise TypeError(f"layer must be None, a dotted name or an nn.Module, got {type(layer).__name__}")
 
 
+#: Layers whose output a later op of the model changes in place: their output is captured as a copy.
+_CLONE_LAYERS: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
+
+
 class _Capture:
-    """Forward hook that keeps a layer's output on the autograd path, safe against in-place ops."""
+    """Forward hook that keeps a layer's output on the autograd path, safe against in-place ops.
 
-    def __init__(self) -> None:
+    The output is kept as it is (no copy) and its version counter noted; if a later op of the model
+    changes it in place (``ReLU(inplace=True)`` after the layer), :meth:`modified` says so and the
+    pass is made again with ``clone=True``, where the model gets a copy to modify instead. The
+    numbers are the same either way; the copy costs one activation of memory.
+    """
+
+    def __init__(self, clone: bool = False) -> None:
+        self.clone = clone
         self.activation: Optional[Tensor] = None
+        self._version = -1
 
-    def __call__(self, module: nn.Module, args: object, output: Tensor) -> Tensor:
+    def __call__(self, module: nn.Module, args: object, output: Tensor) -> Optional[Tensor]:
         if not isinstance(output, Tensor):
             raise ValueError(
                 f"grad_cam layer {type(module).__name__} returns {type(output).__name__}; "
                 "pick a layer that returns one tensor"
             )
         self.activation = output
-        # Downstream in-place ops (ReLU(inplace=True)) then modify the copy, not the activation.
-        return output.clone()
+        if self.clone:
+            return output.clone()
+        self._version = output._version
+        return None
+
+    def modified(self) -> bool:
+        return not self.clone and self.activation is not None and self.activation._version != self._version
 
 
 def _gradient_pass(
     model: nn.Module,
     inputs: Tensor,
-    target: Optional[Tensor],
+    target: Union[None, str, Tensor],
     layer: Optional[nn.Module] = None,
     create_input_grad: bool = True,
-) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], Tensor]:
-    """One forward+backward pass: input gradient, layer activation and its gradient, selected outputs."""
-    # the input always joins the graph (parameters are frozen); its gradient is only asked for when needed
-    x = inputs.detach().clone().requires_grad_(True)
-    capture = _Capture() if layer is not None else None
+    validate: Any = _ALL,
+    copy: bool = True,
+) -> Tuple[Optional[Tensor], Optional[Tensor], Tensor]:
+    """One forward+backward pass: input gradient, Grad-CAM map at ``layer``, the model's outputs.
+
+    With both the input gradient and Grad-CAM asked for, the map is made by a hook on the layer's
+    output as soon as its gradient is known during the backward, and the layer's activation and
+    gradient are let go there: holding them to the end would add both to the pass's peak memory.
+
+    ``copy=False`` when ``inputs`` is a tensor the caller just made (inside :func:`explaining`).
+    """
+    # the input always joins the graph (parameters are frozen); its gradient is only asked for when needed.
+    # A copy is needed only for tensors made under inference mode, which cannot join autograd.
+    x = _autograd_ready(inputs, copy).requires_grad_(True)
+    capture = _Capture(clone=layer in _CLONE_LAYERS) if layer is not None else None
     handle = layer.register_forward_hook(capture) if layer is not None else None
+    cam: List[Tensor] = []
+    gx: Optional[Tensor] = None
     try:
-        out = _select_output(model(x), target)
+        raw = model(x)
         _note("forward", x.shape[0])
-        wrt: List[Tensor] = []
-        if create_input_grad:
-            wrt.append(x)
+        if capture is not None and capture.modified():
+            # the layer's output was changed in place downstream: redo the pass with a copy (once per layer)
+            assert layer is not None and handle is not None
+            _CLONE_LAYERS.add(layer)
+            handle.remove()
+            capture = _Capture(clone=True)
+            handle = layer.register_forward_hook(capture)
+            raw = model(x)
+            _note("forward", x.shape[0])
+        out = _select_output(raw, target, validate)
+        held: List[Tensor] = []  # the layer's activation, held only until its map is made
         if capture is not None:
             if capture.activation is None:
                 raise ValueError("the grad_cam layer was not called during the model's forward pass")
-            wrt.append(capture.activation)
-        grads = torch.autograd.grad(out.sum(), wrt, allow_unused=True)
+            held.append(capture.activation)
+            capture.activation = None
+        if held and create_input_grad and held[0].requires_grad:
+
+            def on_grad(g: Tensor) -> None:
+                cam.append(_cam(held.pop().detach(), g, relu=True))
+
+            held[0].register_hook(on_grad)
+            (gx,) = torch.autograd.grad(out.sum(), [x], allow_unused=True)
+        elif held and held[0].requires_grad:
+            (g,) = torch.autograd.grad(out.sum(), [held[0]], allow_unused=True)
+            if g is not None:
+                cam.append(_cam(held.pop().detach(), g, relu=True))
+        elif create_input_grad:
+            (gx,) = torch.autograd.grad(out.sum(), [x], allow_unused=True)
         _note("backward", x.shape[0])
     finally:
         if handle is not None:
             handle.remove()
-    grads = [g if g is not None else torch.zeros_like(w) for g, w in zip(grads, wrt)]
-    gx = grads[0] if create_input_grad else None
-    act = capture.activation.detach() if capture is not None else None
-    gact = grads[-1] if capture is not None else None
-    return gx, act, gact, out.detach()
+    if create_input_grad and gx is None:
+        gx = torch.zeros_like(x)
+    if held and not cam:  # the layer is not on the path to the output: zero gradient
+        cam.append(_cam(held[0].detach(), torch.zeros_like(held[0]), relu=True))
+    return gx, (cam[0] if cam else None), _logits(raw).detach()
 
 
 def _cam(act: Tensor, gact: Tensor, relu: bool) -> Tensor:
@@ -309,20 +411,23 @@ def attribute_many(
     layer: Union[None, str, nn.Module] = None,
     upsample: bool = True,
     chunk_size: Optional[int] = None,
-) -> Dict[str, Tensor]:
+    return_outputs: bool = False,
+) -> Union[Dict[str, Tensor], Tuple[Dict[str, Tensor], Tensor]]:
     """Saliency, input x gradient and Grad-CAM from ONE shared forward+backward pass.
 
     Args:
         model: the model to explain.
         inputs: ``(N, ...)`` floating-point inputs.
-        target: class index (int) or ``(N,)`` tensor of indices; ``None`` for single-output models.
+        target: class index (int), ``(N,)`` tensor of indices, ``"predicted"`` (each sample's top
+            class, read off the same forward pass) or ``None`` for single-output models.
         methods: any of ``"saliency"``, ``"input_x_gradient"``, ``"grad_cam"``.
         layer: Grad-CAM layer (dotted name or module); default the last conv layer.
         upsample: upsample Grad-CAM to the input shape.
         chunk_size: rows per pass (default: all of ``inputs`` at once).
+        return_outputs: also return the model's outputs on ``inputs`` (detached), from the same pass.
 
     Returns:
-        ``{method: attribution}``.
+        ``{method: attribution}``, or ``({method: attribution}, outputs)`` with ``return_outputs``.
 
     Example:
         >>> import torch
@@ -332,6 +437,9 @@ def attribute_many(
         >>> maps = F.attribute_many(net, torch.ones(1, 3), 0, ["saliency", "input_x_gradient"])
         >>> maps["saliency"], maps["input_x_gradient"]
         (tensor([[1., 2., 3.]]), tensor([[ 1., -2.,  3.]]))
+        >>> maps, out = F.attribute_many(net, torch.ones(1, 3), "predicted", ["saliency"], return_outputs=True)
+        >>> out, maps["saliency"]
+        (tensor([[2., 0.]]), tensor([[1., 2., 3.]]))
     """
     _check_inputs(inputs)
     unknown = [m for m in methods if m not in GRADIENT_PASS_METHODS]
@@ -349,25 +457,37 @@ def attribute_many(
         t = _target_index(target, n, inputs.device)
         grads: List[Tensor] = []
         cams: List[Tensor] = []
+        outs: List[Tensor] = []
         for s, e in _chunks(n, chunk):
-            gx, act, gact, _ = _gradient_pass(
-                model, inputs[s:e], None if t is None else t[s:e], layer_mod, create_input_grad=want_input
+            t_chunk = t if t is None or isinstance(t, str) else t[s:e]
+            gx, cam_map, logits = _gradient_pass(
+                model, inputs[s:e], t_chunk, layer_mod, create_input_grad=want_input,
+                validate=t if s == 0 else None,
             )
+            if return_outputs:
+                outs.append(logits)
             if gx is not None:
                 grads.append(gx)
-            if act is not None and gact is not None:
-                cams.append(_cam(act, gact, relu=True))
+            if cam_map is not None:
+                cams.append(cam_map)
         result: Dict[str, Tensor] = {}
         if want_input:
-            g = torch.cat(grads)
+            g = _cat(grads)
             if "saliency" in methods:
                 result["saliency"] = g.abs()
             if "input_x_gradient" in methods:
-                result["input_x_gradient"] = inputs.detach().clone() * g
+                result["input_x_gradient"] = _autograd_ready(inputs) * g
         if want_cam:
-            cam = torch.cat(cams)
+            cam = _cat(cams)
             result["grad_cam"] = _upsample(cam, inputs) if upsample else cam
-    return {m: result[m] for m in methods}
+    maps = {m: result[m] for m in methods}
+    if return_outputs:
+        return maps, _cat(outs)
+    return maps
+
+
+def _cat(parts: List[Tensor]) -> Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def saliency(
@@ -464,10 +584,11 @@ def ig_rule(method: str, n_steps: int) -> Tuple[List[float], List[float]]:
 
 
 def _baseline(baseline: Union[None, float, Tensor], inputs: Tensor) -> Tensor:
+    # scalar baselines are broadcast views: no probe-sized buffer
     if baseline is None:
-        return torch.zeros_like(inputs)
+        return torch.zeros((), dtype=inputs.dtype, device=inputs.device).expand(inputs.shape)
     if isinstance(baseline, (int, float)):
-        return torch.full_like(inputs, float(baseline))
+        return torch.full((), float(baseline), dtype=inputs.dtype, device=inputs.device).expand(inputs.shape)
     b = torch.as_tensor(baseline, dtype=inputs.dtype, device=inputs.device)
     try:
         return torch.broadcast_to(b, inputs.shape).detach()
@@ -478,13 +599,31 @@ def _baseline(baseline: Union[None, float, Tensor], inputs: Tensor) -> Tensor:
         ) from None
 
 
+def _forward_logits(model: nn.Module, x: Tensor, chunk: int) -> Tensor:
+    outs = []
+    with torch.no_grad():
+        for s, e in _chunks(x.shape[0], chunk):
+            outs.append(_logits(model(x[s:e])))
+            _note("forward", e - s)
+    return _cat(outs)
+
+
+def _resolve_predicted(model: nn.Module, x: Tensor, t: Union[None, str, Tensor], chunk: int) -> Optional[Tensor]:
+    """``"predicted"`` -> each sample's top class (one forward of ``x``); other targets unchanged."""
+    if isinstance(t, str):
+        return _predicted(_forward_logits(model, x, chunk))
+    return t
+
+
 def _forward_selected(model: nn.Module, x: Tensor, target: Optional[Tensor], chunk: int) -> Tensor:
     outs = []
     with torch.no_grad():
         for s, e in _chunks(x.shape[0], chunk):
-            outs.append(_select_output(model(x[s:e]), None if target is None else target[s:e]))
+            outs.append(
+                _select_output(model(x[s:e]), None if target is None else target[s:e], target if s == 0 else None)
+            )
             _note("forward", e - s)
-    return torch.cat(outs)
+    return _cat(outs)
 
 
 def integrated_gradients(
@@ -524,22 +663,36 @@ def integrated_gradients(
     n = inputs.shape[0]
     chunk = _chunk_size(chunk_size, n)
     with explaining(model):
-        x = inputs.detach().clone()  # a normal tensor even when called under inference mode
+        x = _autograd_ready(inputs)  # a normal tensor even when called under inference mode
         base = _baseline(baseline, x)
-        diff = x - base
+        # x - 0 is x, bit for bit: the default (zero) baseline needs no difference buffer
+        diff = x if baseline is None else x - base
         total = torch.zeros_like(x)
         rows = n * len(alphas)
         alpha_t = torch.tensor(alphas, dtype=x.dtype, device=x.device)
         step_t = torch.tensor(steps, dtype=x.dtype, device=x.device)
         view = (-1,) + (1,) * (x.dim() - 1)
-        t = _target_index(target, n, x.device)
+        t = _resolve_predicted(model, x, _target_index(target, n, x.device), chunk)
         for s, e in _chunks(rows, chunk):
+            validate = t if s == 0 else None
+            if s // n == (e - 1) // n:
+                # the chunk lies within one step of the path: slices instead of gathers (same numbers)
+                k0, a, b = s // n, s % n, (e - 1) % n + 1
+                path = base[a:b] + alpha_t[k0] * diff[a:b]
+                gx, _, _ = _gradient_pass(
+                    model, path, None if t is None else t[a:b], validate=validate, copy=False
+                )
+                assert gx is not None
+                total[a:b] += gx.mul_(step_t[k0])  # gx is this pass's own buffer: scaled in place
+                del gx, path  # not held through the next pass
+                continue
             idx = torch.arange(s, e, device=x.device)
             k, i = idx // n, idx % n
             path = base[i] + alpha_t[k].view(view) * diff[i]
-            gx, _, _, _ = _gradient_pass(model, path, None if t is None else t[i])
+            gx, _, _ = _gradient_pass(model, path, None if t is None else t[i], validate=validate, copy=False)
             assert gx is not None
-            total.index_add_(0, i, gx * step_t[k].view(view))
+            total.index_add_(0, i, gx.mul_(step_t[k].view(view)))
+            del gx, path
         attr = diff * total
         if not return_convergence_delta:
             return attr
@@ -591,25 +744,33 @@ def smoothgrad(
     n = inputs.shape[0]
     chunk = _chunk_size(chunk_size, n)
     with explaining(model):
-        x = inputs.detach().clone()
+        x = _autograd_ready(inputs)
         if generator is None:
             generator = torch.Generator(device=x.device)
             generator.manual_seed(seed)
         # Same layout and draw order as Captum's NoiseTunnel: sample-major repeat, one normal draw.
+        # (Built in place: the same numbers as ``x.repeat_interleave(n_samples, 0) + torch.normal(0.0,
+        # std_tensor, generator)``, which is ``normal_(0, 1)``, times std, plus 0 - without the
+        # std-sized and repeat-sized temporaries.) A shard draws the whole probe's noise and keeps its rows.
         first, total_rows = (0, n) if shard is None else (int(shard[0]), int(shard[1]))
         if first < 0 or first + n > total_rows:
             raise ValueError(f"shard={shard} does not hold {n} rows")
         shape = (total_rows * n_samples,) + tuple(x.shape[1:])
-        std = torch.full(shape, float(noise), dtype=x.dtype, device=x.device)
-        draws = torch.normal(0.0, std, generator=generator)[first * n_samples : (first + n) * n_samples]
-        noisy = x.repeat_interleave(n_samples, dim=0) + draws
+        noisy = torch.empty(shape, dtype=x.dtype, device=x.device).normal_(0.0, 1.0, generator=generator)
+        if total_rows != n:
+            noisy = noisy[first * n_samples : (first + n) * n_samples].contiguous()
+        noisy.mul_(torch.full((), float(noise), dtype=x.dtype, device=x.device)).add_(0.0)
+        noisy.view((n, n_samples) + tuple(x.shape[1:])).add_(x.unsqueeze(1))
         total = torch.zeros_like(x)
-        t = _target_index(target, n, x.device)
+        t = _resolve_predicted(model, x, _target_index(target, n, x.device), chunk)
         for s, e in _chunks(noisy.shape[0], chunk):
             i = torch.arange(s, e, device=x.device) // n_samples
-            gx, _, _, _ = _gradient_pass(model, noisy[s:e], None if t is None else t[i])
+            gx, _, _ = _gradient_pass(
+                model, noisy[s:e], None if t is None else t[i], validate=t if s == 0 else None, copy=False
+            )
             assert gx is not None
-            total.index_add_(0, i, gx.abs())
+            total.index_add_(0, i, gx.abs_())  # gx is this pass's own buffer
+            del gx
     return total / n_samples
 
 
@@ -689,22 +850,37 @@ def occlusion(
         masks[(p,) + sl] = True
     chunk = _chunk_size(chunk_size, n)
     with explaining(model), torch.no_grad():
-        x = inputs.detach().clone()
+        x = _autograd_ready(inputs)
         masks = masks.to(x.device)
         base = _baseline(baseline, x)
         total = torch.zeros_like(x)
         cover = masks.sum(0).to(x.dtype)
         t = _target_index(target, n, x.device)
-        f0 = _forward_selected(model, x, t, chunk)
+        if isinstance(t, str):  # "predicted": read off the unoccluded forward that is needed anyway
+            logits = _forward_logits(model, x, chunk)
+            t = _predicted(logits)
+            f0 = _select_output(logits, t, None)
+        else:
+            f0 = _forward_selected(model, x, t, chunk)
         rows = positions.shape[0] * n
+        column = (-1,) + (1,) * len(shape)
         for s, e in _chunks(rows, chunk):
+            if s // n == (e - 1) // n:
+                # the chunk occludes one window position: slices and a broadcast mask (same numbers)
+                p0, a, b = s // n, s % n, (e - 1) % n + 1
+                m = masks[p0]
+                occluded = torch.where(m, base[a:b], x[a:b])
+                f = _select_output(model(occluded), None if t is None else t[a:b], None)
+                _note("forward", e - s)
+                total[a:b] += (f0[a:b] - f).view(column) * m.to(x.dtype)
+                continue
             idx = torch.arange(s, e, device=x.device)
             p, i = idx // n, idx % n
             m = masks[p]
             occluded = torch.where(m, base[i], x[i])
-            f = _select_output(model(occluded), None if t is None else t[i])
+            f = _select_output(model(occluded), None if t is None else t[i], None)
             _note("forward", e - s)
-            drop = (f0[i] - f).view((-1,) + (1,) * len(shape))
+            drop = (f0[i] - f).view(column)
             total.index_add_(0, i, drop * m.to(x.dtype))
     return total / cover
 

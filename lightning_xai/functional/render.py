@@ -13,6 +13,7 @@ pictures are the same minus the text.
 
 from __future__ import annotations
 
+import functools
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -154,7 +155,9 @@ def next_color_scale(policy: object, previous: Optional[float], attr: Tensor) ->
     return float(previous)
 
 
+@functools.lru_cache(maxsize=8)
 def _font(size: int = 11):  # type: ignore[no-untyped-def]
+    """Pillow's default font at ``size`` (loaded once per size: loading it costs more than drawing)."""
     try:
         from PIL import ImageFont
     except ImportError:  # pragma: no cover - Pillow is a dependency
@@ -212,7 +215,15 @@ def _wrap(text: str, width: int, size: int) -> List[str]:
 
 
 def _colorbar(width: int, signed: bool, vmax: float, legend: Optional[str] = None) -> np.ndarray:
-    """The legend: the colormap from ``-vmax`` (or 0) to ``vmax``, ticks at the ends (and 0), a caption."""
+    """The legend: the colormap from ``-vmax`` (or 0) to ``vmax``, ticks at the ends (and 0), a caption.
+
+    Cached: callers keep ``vmax`` across epochs, so the same bar repeats.
+    """
+    return _colorbar_cached(int(width), bool(signed), float(vmax), legend).copy()
+
+
+@functools.lru_cache(maxsize=32)
+def _colorbar_cached(width: int, signed: bool, vmax: float, legend: Optional[str]) -> np.ndarray:
     lines = _wrap(legend, width - 20, 10) if legend else []
     height = 28 + 13 * len(lines)
     bar = np.full((height, width, 3), 255, dtype=np.uint8)

@@ -1,0 +1,128 @@
+"""Peak memory of an attribution vs the training step's peak, with default settings.
+
+What is compared: the memory a step allocates on top of what was already live before it (model,
+optimizer state, data) at its highest point:
+
+- the training step: ``model.train()``, forward, cross-entropy, backward, ``Adam.step()``,
+  ``zero_grad(set_to_none=True)``, batch ``--batch`` (default 64), measured after a warm-up step so
+  that the optimizer state already exists (it stays live during validation too);
+- each attribution method on a probe of ``--probe`` samples (default 64) with the chunk size the
+  callbacks choose automatically: the probe size, capped at the training batch size.
+
+Since the optimizer state and the model are live in both phases, "attribution peak <= training
+step peak" holds for the whole process exactly when the attribution's working memory is at most the
+training step's.
+
+How memory is measured:
+
+- CPU: ``torch.profiler`` with ``profile_memory=True``; every allocation and free of the CPU
+  allocator during the step is replayed in time order (``export_memory_timeline(device="cpu")``,
+  summed over categories) and the highest point above the start is the peak. This counts tensor
+  memory at allocator level, as ``torch.cuda.max_memory_allocated`` does on a GPU; it does not count
+  allocator caching or the Python heap (RSS-based figures would mostly measure glibc's caching).
+- CUDA: ``torch.cuda.max_memory_allocated() - memory_allocated()`` around the step, after
+  ``reset_peak_memory_stats``.
+
+Run:  python benchmarks/memory.py [--small] [--probe 64] [--batch 64]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from typing import Any, Callable, Dict
+
+import torch
+from torch import nn
+
+from _common import base_parser, cam_layer, emit, make_model, setup, table
+
+from lightning_xai import functional as F
+
+METHODS = ["saliency+input_x_gradient+grad_cam", "integrated_gradients", "smoothgrad", "occlusion"]
+
+
+def peak_bytes(fn: Callable[[], Any], device: str) -> int:
+    """Highest tensor memory allocated by ``fn`` above what was live when it started."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return int(torch.cuda.max_memory_allocated() - before)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        fn()
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = os.path.join(d, "timeline.json")
+        prof.export_memory_timeline(path, device="cpu")
+        with open(path) as f:
+            _, sizes = json.load(f)
+    totals = [sum(s) for s in sizes]
+    return int(max(totals) - totals[0]) if totals else 0
+
+
+def main(argv: Any = None) -> Dict[str, Any]:
+    p = base_parser(__doc__.splitlines()[0])
+    p.add_argument("--probe", type=int, default=64)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=32)
+    args = p.parse_args(argv)
+    setup(args)
+    dev = args.device
+    model = make_model(args.small, args.seed).to(dev)
+    layer = cam_layer(model)
+    g = torch.Generator().manual_seed(args.seed)
+    xb = torch.randn(args.batch, 3, 32, 32, generator=g).to(dev)
+    yb = torch.randint(0, 10, (args.batch,), generator=g).to(dev)
+    probe = torch.randn(args.probe, 3, 32, 32, generator=g).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def train_step() -> None:
+        model.train()
+        loss = nn.functional.cross_entropy(model(xb), yb)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    train_step()  # warm-up: the optimizer state exists from now on, as it does during validation
+    train_peak = peak_bytes(train_step, dev)
+    model.eval()
+    chunk = min(args.probe, args.batch)  # the callbacks' automatic chunk size
+    with torch.no_grad():
+        target = model(probe).argmax(1)
+    calls: Dict[str, Callable[[], Any]] = {
+        "saliency+input_x_gradient+grad_cam": lambda: F.attribute_many(
+            model, probe, target, ["saliency", "input_x_gradient", "grad_cam"], layer=layer, chunk_size=chunk
+        ),
+        "integrated_gradients": lambda: F.integrated_gradients(model, probe, target, n_steps=args.steps, chunk_size=chunk),
+        "smoothgrad": lambda: F.smoothgrad(model, probe, target, chunk_size=chunk),
+        "occlusion": lambda: F.occlusion(model, probe, target, chunk_size=chunk),
+    }
+    results: Dict[str, Any] = {"training_step_MB": train_peak / 2**20}
+    rows = [["training step (batch %d)" % args.batch, train_peak / 2**20, 1.0, "-"]]
+    for name, fn in calls.items():
+        fn()  # warm-up
+        peak = peak_bytes(fn, dev)
+        ratio = peak / train_peak
+        results[name] = {"peak_MB": peak / 2**20, "over_training_step": ratio, "meets_target": ratio <= 1.0}
+        rows.append([name, peak / 2**20, ratio, "yes" if ratio <= 1.0 else "NO"])
+    text = table(rows, ["step", "peak MB", "x training step", "<= training"])
+    params = sum(q.numel() for q in model.parameters())
+    config = {
+        "model": f"ResNetish({'small' if args.small else 'default'}, {params} params)",
+        "probe": args.probe, "train_batch": args.batch, "chunk_size": chunk, "ig_steps": args.steps,
+        "method": "torch.profiler memory timeline (CPU allocator)" if torch.device(dev).type == "cpu"
+        else "torch.cuda.max_memory_allocated", "device": str(dev),
+    }
+    emit("memory", {"config": config, "results": results}, text)
+    return results
+
+
+if __name__ == "__main__":
+    main()
