@@ -122,55 +122,24 @@ class CaptumIGCallback(pl.Callback):
 
 # ------------------------------------------------------------------------------------- the suite
 def suite(probe: ProbeSet, methods: List[str], small_layer: str) -> Tuple[List[pl.Callback], Dict[str, str]]:
-    """The lightning_xai callbacks available on this branch; returns (callbacks, {name: status})."""
-    from lightning_xai.callbacks import AttributionMonitor
+    """The whole lightning_xai suite; returns (callbacks, {name: what it does})."""
+    from lightning_xai import checks
+    from lightning_xai.callbacks import AttributionMonitor, DeadReLUMonitor, FeatureDriftMonitor, SanityGate
 
     grad_cam_opts = {"layer": small_layer}
     spec = {m: (grad_cam_opts if m == "grad_cam" else {}) for m in methods}
-    callbacks: List[pl.Callback] = [AttributionMonitor(probe, methods=spec, target="predicted")]
-    status = {"AttributionMonitor": f"included ({', '.join(methods)})"}
-
-    def attempt(name: str, builders: List[Callable[[], pl.Callback]]) -> None:
-        errors = []
-        for build in builders:
-            try:
-                callbacks.append(build())
-                status[name] = "included"
-                return
-            except (TypeError, ValueError) as err:
-                errors.append(f"{type(err).__name__}: {err}")
-        status[name] = "importable but not constructed: " + " | ".join(errors)
-
-    try:
-        from lightning_xai.callbacks import FeatureDriftMonitor  # type: ignore[attr-defined]
-    except ImportError:
-        status["FeatureDriftMonitor"] = "not importable on this branch"
-    else:
-        attempt("FeatureDriftMonitor", [
-            lambda: FeatureDriftMonitor(probe, methods=methods[0]),
-            lambda: FeatureDriftMonitor(probe, method=methods[0]),
-            lambda: FeatureDriftMonitor(probe),
-        ])
-    try:
-        from lightning_xai.callbacks import DeadReLUMonitor  # type: ignore[attr-defined]
-    except ImportError:
-        status["DeadReLUMonitor"] = "not importable on this branch"
-    else:
-        attempt("DeadReLUMonitor", [
-            lambda: DeadReLUMonitor(source="validation"),
-            lambda: DeadReLUMonitor(probe, source="validation"),
-        ])
-    try:
-        from lightning_xai.callbacks import SanityGate  # type: ignore[attr-defined]
-        from lightning_xai.checks import ParameterRandomization  # type: ignore[import-not-found]
-    except ImportError:
-        status["SanityGate"] = "not importable on this branch"
-    else:
-        attempt("SanityGate", [
-            lambda: SanityGate(probe, checks=[ParameterRandomization()]),
-            lambda: SanityGate(probe, [ParameterRandomization()]),
-            lambda: SanityGate([ParameterRandomization()], probe=probe),
-        ])
+    callbacks: List[pl.Callback] = [
+        AttributionMonitor(probe, methods=spec, target="predicted"),
+        FeatureDriftMonitor(probe, method=methods[0]),  # reuses AttributionMonitor's maps
+        DeadReLUMonitor(source="validation"),  # counts on the validation loop's own forwards
+        SanityGate(probe, checks=[checks.ParameterRandomization(methods[0], max_similarity=0.9, layers=3)], action="warn"),
+    ]
+    status = {
+        "AttributionMonitor": f"included ({', '.join(methods)})",
+        "FeatureDriftMonitor": f"included ({methods[0]}, shared with AttributionMonitor)",
+        "DeadReLUMonitor": "included (source='validation')",
+        "SanityGate": f"included (ParameterRandomization on {methods[0]}, top 3 layers, cascading)",
+    }
     return callbacks, status
 
 
