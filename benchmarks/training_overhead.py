@@ -35,13 +35,11 @@ Run:  python benchmarks/training_overhead.py [--small] [--runs 3] [--train-size 
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset

@@ -116,7 +116,7 @@ def test_layout_rewritten_when_the_run_directory_was_deleted(tmp_path):
 
 
 def test_ddp_two_processes_write_layout_images_and_text_once(tmp_path):
-    run = tiny_run(
+    tiny_run(
         str(tmp_path), epochs=1, n_probe=4, methods=["saliency"],
         trainer_kwargs=dict(strategy="ddp_spawn", devices=2, accelerator="cpu"),
     )

@@ -220,26 +220,36 @@ class XAICallback(Callback):
         elif isinstance(target, int) and target < 0:
             raise ValueError(f"target class index must be >= 0, got {target}")
 
+    def _probe_fits(self, pl_module: nn.Module, fix: str = "") -> Any:
+        """The model's output on two probe samples (eval, no grad), or a ValueError naming the fix.
+
+        None when there is no probe yet, or the model has lazy modules (a forward here would
+        initialise them and consume the RNG).
+        """
+        probe = self.probe
+        if not isinstance(probe, ProbeSet):
+            return None
+        if any(isinstance(p, nn.parameter.UninitializedParameter) for p in pl_module.parameters()):
+            return None
+        try:
+            with F.explaining(pl_module), torch.no_grad():
+                return pl_module(probe.inputs_for(pl_module)[:2])
+        except Exception as err:  # noqa: BLE001 - re-raised with the fix
+            raise ValueError(
+                f"{type(self).__name__}: the probe's inputs of shape {tuple(probe.inputs.shape)} do not fit "
+                f"{type(pl_module).__name__} ({type(err).__name__}: {err}). Build the ProbeSet from the "
+                f"same data (and transforms) the model is trained on{fix}."
+            ) from err
+
     def _check_against_model(self, pl_module: nn.Module) -> Optional[int]:
         """Run the probe through the model once (eval, no grad): shapes fit, targets in range.
 
         Returns the number of outputs per sample (classes), or None for single-output models.
         """
         probe = self.probe
-        if probe is None:
+        out = self._probe_fits(pl_module)
+        if out is None:
             return None
-        if any(isinstance(p, nn.parameter.UninitializedParameter) for p in pl_module.parameters()):
-            return None  # lazy modules: initialising them here would consume the RNG
-        x = probe.inputs_for(pl_module)[:2]
-        try:
-            with F.explaining(pl_module), torch.no_grad():
-                out = pl_module(x)
-        except Exception as err:  # noqa: BLE001 - re-raised with the fix
-            raise ValueError(
-                f"{type(self).__name__}: the probe's inputs of shape {tuple(probe.inputs.shape)} do not fit "
-                f"{type(pl_module).__name__} ({type(err).__name__}: {err}). Build the ProbeSet from the "
-                "same data (and transforms) the model is trained on."
-            ) from err
         if isinstance(out, (tuple, list)):
             out = out[0]
         if not isinstance(out, Tensor) or out.dim() not in (1, 2):

@@ -7,7 +7,7 @@ import zlib
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .. import functional as F
 from .._lightning import rank_zero_warn
@@ -114,20 +114,11 @@ class DeadReLUMonitor(XAICallback):
     # ------------------------------------------------------------------ set-up
     def _setup_checks(self, trainer: Any, pl_module: Any) -> None:
         # the base's setup calls this once the probe is a ProbeSet (a ProbeSpec is drawn first)
-        if self.source != "probe" or not isinstance(self.probe, ProbeSet):
+        if self.source != "probe":
             return
-        if any(isinstance(p, nn.parameter.UninitializedParameter) for p in pl_module.parameters()):
-            return  # lazy modules: a forward here would initialise them and consume the RNG
-        x = self.probe.inputs_for(pl_module)[:2]
-        try:
-            with F.explaining(pl_module), torch.no_grad():
-                out = pl_module(x)
-        except Exception as err:  # noqa: BLE001 - re-raised with the fix
-            raise ValueError(
-                f"DeadReLUMonitor: the probe's inputs of shape {tuple(self.probe.inputs.shape)} do not fit "
-                f"{type(pl_module).__name__} ({type(err).__name__}: {err}). Build the ProbeSet from the same "
-                "data (and transforms) the model is trained on, or use source='validation'."
-            ) from err
+        out = self._probe_fits(pl_module, fix=", or use source='validation'")
+        if out is None:
+            return
         first = out[0] if isinstance(out, (tuple, list)) and out else out
         # the shared probe forward keeps the model's output; other output types get their own pass
         self._shares_outputs = isinstance(first, Tensor)
