@@ -394,16 +394,16 @@ def _ssim_global(x: Tensor, y: Tensor, c1: float, c2: float) -> Tensor:
 
 
 def _ssim_windowed(x: Tensor, y: Tensor, win: int, sigma: float, c1: float, c2: float) -> Tensor:
-    w = _gaussian_window(win, sigma)[None, None]
-    x, y = x[:, None], y[:, None]
-
-    def filt(t: Tensor) -> Tensor:
-        return torch.nn.functional.conv2d(t, w)  # 'valid': windows lie inside the map
-
-    mx, my = filt(x), filt(y)
-    vx = (filt(x * x) - mx * mx).clamp_min(0.0)
-    vy = (filt(y * y) - my * my).clamp_min(0.0)
-    cxy = filt(x * y) - mx * my
+    # The Gaussian window is the outer product of a 1-D Gaussian with itself: filter the five
+    # statistics in one batch, along rows then columns ('valid': windows lie inside the map).
+    g = _gaussian_window(win, sigma).sum(1)  # the 1-D Gaussian (rows of the normalised 2-D window sum to it)
+    n = x.shape[0]
+    stats = torch.cat([x, y, x * x, y * y, x * y])[:, None]
+    f = torch.nn.functional.conv2d(torch.nn.functional.conv2d(stats, g.view(1, 1, -1, 1)), g.view(1, 1, 1, -1))
+    mx, my, exx, eyy, exy = f.split(n)
+    vx = (exx - mx * mx).clamp_min(0.0)
+    vy = (eyy - my * my).clamp_min(0.0)
+    cxy = exy - mx * my
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
     return s.reshape(s.shape[0], -1).mean(-1)
 
