@@ -68,7 +68,11 @@ def normalize_methods(methods: Union[str, Sequence[str], Mapping[str, Mapping[st
 
 def _freeze(value: Any) -> Any:
     if isinstance(value, Tensor):
-        return ("tensor", tuple(value.shape), float(value.double().sum()))
+        import hashlib
+
+        data = value.detach().cpu().contiguous()
+        digest = hashlib.sha1(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"").hexdigest()
+        return ("tensor", tuple(value.shape), str(value.dtype), digest)
     if isinstance(value, nn.Module):
         return ("module", id(value))
     if isinstance(value, (list, tuple)):
@@ -178,12 +182,16 @@ class XAICallback(Callback):
             return spec is not None
         hook = f"{spec.source}_dataloader"
         loader = None
-        for owner in (getattr(trainer, "datamodule", None), pl_module):
+        # at setup only a datamodule (set up before the callbacks); the module's own loader hooks may
+        # need its setup(), which runs after the callbacks', so they are asked when validation starts
+        owners = (getattr(trainer, "datamodule", None),) if stage is not None else (getattr(trainer, "datamodule", None), pl_module)
+        for owner in owners:
             if owner is not None and _is_overridden(owner, hook):
                 loader = getattr(owner, hook)()
                 break
         if loader is None:  # loaders passed straight to fit/validate: known once the loop starts
-            loader = getattr(trainer, f"{spec.source}_dataloaders", None)
+            attr = {"train": "train_dataloader", "val": "val_dataloaders", "test": "test_dataloaders"}[spec.source]
+            loader = getattr(trainer, attr, None)
         if loader is None:
             return False
         self.probe = spec.build_from(loader)
@@ -200,6 +208,12 @@ class XAICallback(Callback):
     def _should_run(self, trainer: Any) -> bool:
         if trainer.sanity_checking:
             return False
+        if isinstance(self.probe, ProbeSpec):
+            raise ValueError(
+                f"{type(self).__name__}: {self.probe!r} could not be drawn: no {self.probe.source} dataloader was "
+                "found (datamodule, LightningModule hook or loaders passed to fit/validate). Pass a ProbeSet, "
+                "or a ProbeSpec whose source the run has."
+            )
         return (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
     # ------------------------------------------------------------------ targets
@@ -259,6 +273,11 @@ class XAICallback(Callback):
                 "attributions need (N,) or (N, classes) outputs from forward()"
             )
         classes = out.shape[1] if out.dim() == 2 and out.shape[1] > 1 else None
+        if classes is None and (self.target == "true" or (isinstance(self.target, int) and not isinstance(self.target, bool))):
+            raise ValueError(
+                f"{type(self).__name__}: target={self.target!r} picks a class, but {type(pl_module).__name__} returns "
+                "one output per sample; use target='predicted' (the single output is explained)"
+            )
         if classes is not None:
             bad: Optional[int] = None
             if isinstance(self.target, int) and not isinstance(self.target, bool) and self.target >= classes:
@@ -276,7 +295,7 @@ class XAICallback(Callback):
 
     def _outputs_key(self) -> Any:
         assert self.probe is not None
-        return ("__outputs__", self.probe.fingerprint())
+        return ("__outputs__", self.probe.fingerprint(), str(self.dtype))
 
     def _outputs(self, trainer: Any, pl_module: nn.Module) -> Tensor:
         """The model's outputs on the probe this epoch (computed once per epoch, shared).
@@ -299,7 +318,10 @@ class XAICallback(Callback):
                     out = torch.cat([_first(pl_module(x[s : s + c])) for s in range(0, x.shape[0], c)])
                 return out, watchers
 
-            with F.explaining(pl_module), torch.no_grad():
+            # in the callback's dtype (the key says which), wherever this is first asked for
+            with F.computing_in(pl_module, self.dtype, x.device.type) as in_dtype, F.explaining(pl_module), torch.no_grad():
+                if x.is_floating_point():
+                    x = x.to(in_dtype)
                 (out, watchers), self._chunk_size = self._with_oom_retry(attempt, self._chunk_size, x.shape[0])
             for k, watcher in watchers:
                 cache.put(k, watcher)
@@ -331,7 +353,10 @@ class XAICallback(Callback):
         return t
 
     def _target_key(self) -> Any:
-        return self.target if isinstance(self.target, (str, int)) else ("callable", id(self.target))
+        if isinstance(self.target, (str, int)):
+            return self.target
+        fn = self.target
+        return ("callable", getattr(fn, "__module__", ""), getattr(fn, "__qualname__", type(fn).__qualname__))
 
     # ------------------------------------------------------------------ attributions (cached)
     def _attributions(
@@ -404,7 +429,8 @@ class XAICallback(Callback):
                 # one forward for both: the pass's own outputs give the predicted class and are
                 # kept as this epoch's probe outputs (no separate forward to resolve the target);
                 # callbacks that watch the probe forward (taps) watch this one
-                taps = cache.taps_for(self.probe.fingerprint())
+                # (not with Grad-CAM: a layer followed by an in-place op makes it run the forward again)
+                taps = cache.taps_for(self.probe.fingerprint()) if "grad_cam" not in shared else []
 
                 def attempt(c: int) -> Any:
                     with ExitStack() as stack:  # fresh watchers for each attempt: a retry never double-counts
@@ -448,7 +474,9 @@ class XAICallback(Callback):
     def _with_oom_retry(self, fn: Callable[[int], Any], chunk: Optional[int], rows: int) -> Tuple[Any, Optional[int]]:
         """``F.with_oom_retry``; a chunk size that had to be halved is kept for the next passes."""
         result, used = F.with_oom_retry(fn, chunk, rows)
-        return result, (used if used < (chunk or rows) else self._chunk_size)
+        if used >= (chunk or rows):
+            return result, self._chunk_size
+        return result, used if self._chunk_size is None else min(self._chunk_size, used)
 
     def _chunk(self, methods: Mapping[str, Mapping[str, Any]], n: int) -> Optional[int]:
         """Rows per pass: a method's ``chunk_size``, else the callback's (halved after an out-of-memory
@@ -626,7 +654,8 @@ def _guard_hook(hook: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(hook)
     def guarded(self: "XAICallback", trainer: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.on_error == "raise":
+        if self.on_error == "raise" or getattr(trainer, "world_size", 1) > 1:
+            # under DDP a rank that skipped would leave the others waiting in a collective: raise
             return hook(self, trainer, *args, **kwargs)
         try:
             return hook(self, trainer, *args, **kwargs)

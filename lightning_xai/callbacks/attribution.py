@@ -68,7 +68,8 @@ class AttributionMonitor(XAICallback):
         dtype: precision of the attributions: ``"float32"`` (default, also for a bf16/fp16 model),
             ``"bfloat16"`` or ``"float16"`` (autocast: faster, less exact), ``"float64"``.
         on_error: ``"raise"`` (default) or ``"warn"``: a failure inside an epoch warns and training
-            goes on, the callback's state intact.
+            goes on, the callback's state intact (single process; under DDP a failure raises, since a
+            rank that skipped would leave the others waiting).
 
     Example:
         >>> import torch, pytorch_lightning as pl
@@ -126,7 +127,10 @@ class AttributionMonitor(XAICallback):
         self.last_attributions: Dict[str, Tensor] = {}
 
     def _state_key_fields(self) -> Dict[str, Any]:
-        return {**super()._state_key_fields(), "methods": sorted(self.methods)}
+        from ._base import _freeze
+
+        methods = sorted((m, repr(_freeze(o))) for m, o in self.methods.items())
+        return {**super()._state_key_fields(), "methods": methods}
 
     # ------------------------------------------------------------------ hooks
     def _setup_checks(self, trainer: Any, pl_module: Any) -> None:

@@ -837,6 +837,11 @@ def occlusion(
     win = _window(window, shape, "window")
     strd = _window(stride, shape, "stride") if stride is not None else win
     for d, w, s in zip(shape, win, strd):
+        if w < d and s > w:
+            raise ValueError(
+                f"occlusion stride {strd} is larger than the window {win}: features between windows would "
+                "never be occluded; use a stride <= the window in every dimension the window does not cover"
+            )
         if w < 1 or s < 1 or w > d:
             raise ValueError(
                 f"occlusion window {win} with stride {strd} does not fit per-sample shape {shape}: "
