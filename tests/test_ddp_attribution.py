@@ -67,8 +67,9 @@ class SaveMaps(pl.Callback):
         maps = {k: v.cpu() for k, v in self.monitor.last_attributions.items()}
         # the same methods on the whole probe in this process, unsharded, for comparison
         probe = self.monitor.probe
+        target = probe.targets if self.monitor.target == "true" else self.monitor._resolve_target(trainer, pl_module)
         whole = {
-            m: attribute(pl_module, probe.inputs, probe.targets, m, **({"shard": (0, len(probe))} if m == "smoothgrad" else {}))
+            m: attribute(pl_module, probe.inputs, target, m, **({"shard": (0, len(probe))} if m == "smoothgrad" else {}))
             for m in METHODS
         }
         torch.save(
@@ -77,11 +78,11 @@ class SaveMaps(pl.Callback):
         )
 
 
-def _run(tmp_path, devices: int):
+def _run(tmp_path, devices: int, n: int = 10, target: str = "true"):
     pl.seed_everything(3)
     ds = image_data(64)
-    probe = ProbeSet.from_dataset(ds, n=10, seed=0)
-    monitor = AttributionMonitor(probe, methods=METHODS, target="true")
+    probe = ProbeSet.from_dataset(ds, n=n, seed=0)
+    monitor = AttributionMonitor(probe, methods=METHODS, target=target)
     out = tmp_path / f"maps{devices}"
     out.mkdir()
     kwargs = {"strategy": "ddp_spawn", "devices": 2} if devices == 2 else {}
@@ -120,3 +121,14 @@ def test_ddp_shards_probe_and_logs_the_same_values_once(tmp_path):
         assert [e.step for e in d] == [e.step for e in s] == [2, 4]
         assert [e.value for e in d] == pytest.approx([e.value for e in s], rel=1e-3)
         assert len(ea_ddp.Images(f"xai/attr/{m}")) == 2
+
+
+def test_ddp_uneven_shards_with_the_predicted_target(tmp_path):
+    """7 probe samples on 2 ranks (4 + 3, padded for the gather), target resolved per epoch."""
+    ddp, ddp_out = _run(tmp_path, devices=2, n=7, target="predicted")
+    for rank in (0, 1):
+        got = torch.load(ddp_out / f"rank{rank}_epoch1.pt")
+        for m in METHODS:
+            a = got["maps"][m]
+            assert a.shape[0] == 7
+            assert torch.allclose(a, got["whole"][m], rtol=1e-5, atol=1e-6 * float(a.abs().max())), m
