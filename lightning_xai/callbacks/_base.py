@@ -707,7 +707,3 @@ def _image_summary(tag: str, image: np.ndarray) -> Any:
     height, width, channels = img.shape
     encoded = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=buf.getvalue())
     return Summary(value=[Summary.Value(tag=tag, image=encoded)])
-
-
-def mean_over(values: Sequence[float]) -> float:
-    return float(np.mean(values)) if len(values) else float("nan")
