@@ -315,3 +315,50 @@ def test_integrated_gradients_baselines_match_captum(data, baseline, chunk):
     )
     torch.testing.assert_close(got, expected.detach(), **TOL)
     torch.testing.assert_close(delta, expected_delta.detach().to(delta.dtype), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_noise_stream_hands_out_exactly_one_big_draw(dtype):
+    from lightning_xai.functional.attribution import _NoiseStream
+
+    for total, pieces, skip in [
+        (7 * 4 * 3 * 8 * 8, [3 * 192] * 9 + [7 * 4 * 192 - 27 * 192], 0),  # image rows, chunk of 3 rows
+        (5 * 4 * 6, [6, 6, 18, 90], 0),  # tabular rows: pieces not multiples of 16
+        (100, [5, 11, 80, 4], 0),  # the last piece is shorter than 16
+        (100, [1] * 60, 40),  # a shard after a skip that is not a multiple of 16
+        (10, [3, 7], 0),  # fewer than 16 numbers in all
+    ]:
+        whole = torch.empty(total, dtype=dtype).normal_(0.0, 1.0, generator=torch.Generator().manual_seed(5))
+        stream = _NoiseStream(total, torch.Generator().manual_seed(5), dtype, torch.device("cpu"))
+        stream.skip(skip)
+        got = torch.cat([stream.take(k) for k in pieces])
+        assert torch.equal(got, whole[skip : skip + sum(pieces)]), (total, pieces, skip)
+
+
+def test_smoothgrad_holds_one_chunk_of_noise_and_gives_the_same_map_for_every_chunk_size():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 3)).double().eval()
+    x = torch.randn(9, 30, dtype=torch.float64)
+    whole = F.smoothgrad(net, x, "predicted", n_samples=5, noise=0.4, seed=2)
+    for chunk in (1, 3, 7, 16, 45):
+        torch.testing.assert_close(
+            F.smoothgrad(net, x, "predicted", n_samples=5, noise=0.4, seed=2, chunk_size=chunk), whole, rtol=1e-12, atol=0
+        )
+    # a share of the probe (DDP) gets the rows of the whole-probe draw
+    part = F.smoothgrad(net, x[4:7], "predicted", n_samples=5, noise=0.4, seed=2, chunk_size=4, shard=(4, 9))
+    torch.testing.assert_close(part, whole[4:7], rtol=1e-12, atol=0)
+    # the biggest noise tensor alive is one chunk's, not the probe's n_samples copies
+    sizes = []
+    real_empty = torch.empty
+
+    def spy(*args, **kw):
+        out = real_empty(*args, **kw)
+        sizes.append(out.numel())
+        return out
+
+    import lightning_xai.functional.attribution as attribution_module
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(attribution_module.torch, "empty", spy)
+        F.smoothgrad(net, x, "predicted", n_samples=5, noise=0.4, seed=2, chunk_size=5)
+    assert sizes and max(sizes) <= 5 * 30 + 16

@@ -705,6 +705,51 @@ def integrated_gradients(
 # ----------------------------------------------------------------------------------------------
 # smoothgrad
 # ----------------------------------------------------------------------------------------------
+class _NoiseStream:
+    """Standard normal numbers, ``total`` of them, handed out in pieces that equal one big draw.
+
+    ``take(k)`` returns the next ``k`` numbers of ``torch.empty(total).normal_(generator=g)`` without
+    drawing them all at once. On a CPU generator that holds because the CPU kernel turns uniforms into
+    normals in blocks of 16 (a tail shorter than 16 redoes the last 16 of the tensor): draws whose
+    sizes are multiples of 16, the last one reaching ``total`` with at least 16 numbers, give the same
+    numbers as one draw (tests/test_perf_paths.py checks it for every dtype). Other devices' kernels
+    lay numbers out by launch geometry, so there the whole draw is made once and sliced.
+    """
+
+    def __init__(self, total: int, generator: torch.Generator, dtype: torch.dtype, device: torch.device):
+        self.left, self.generator, self.dtype, self.device = total, generator, dtype, device
+        self.buffer: Optional[Tensor] = None
+        self.streaming = torch.device(device).type == "cpu" and torch.device(generator.device).type == "cpu"
+        if not self.streaming:
+            self._draw(total)
+
+    def _draw(self, count: int) -> None:
+        new = torch.empty(count, dtype=self.dtype, device=self.device).normal_(0.0, 1.0, generator=self.generator)
+        self.left -= count
+        self.buffer = new if self.buffer is None or self.buffer.numel() == 0 else torch.cat([self.buffer, new])
+
+    def take(self, k: int) -> Tensor:
+        held = 0 if self.buffer is None else self.buffer.numel()
+        if held < k:
+            count = min(self.left, -(-(k - held) // 16) * 16)
+            if self.left - count < 16:  # the last draw must reach the end with >= 16 numbers
+                count = self.left
+            self._draw(count)
+        assert self.buffer is not None and self.buffer.numel() >= k
+        out, self.buffer = self.buffer[:k], self.buffer[k:]
+        if self.buffer.numel() == 0:
+            self.buffer = None
+        elif self.streaming:  # a few leftover numbers: copy them so the handed-out draw can be freed
+            self.buffer = self.buffer.clone()
+        return out
+
+    def skip(self, k: int) -> None:
+        while k > 0:
+            n = min(k, 1 << 20)
+            self.take(n)
+            k -= n
+
+
 def smoothgrad(
     model: nn.Module,
     inputs: Tensor,
@@ -748,27 +793,34 @@ def smoothgrad(
         if generator is None:
             generator = torch.Generator(device=x.device)
             generator.manual_seed(seed)
-        # Same layout and draw order as Captum's NoiseTunnel: sample-major repeat, one normal draw.
-        # (Built in place: the same numbers as ``x.repeat_interleave(n_samples, 0) + torch.normal(0.0,
-        # std_tensor, generator)``, which is ``normal_(0, 1)``, times std, plus 0 - without the
-        # std-sized and repeat-sized temporaries.) A shard draws the whole probe's noise and keeps its rows.
+        # Same layout and draw order as Captum's NoiseTunnel (sample-major repeat, one normal draw):
+        # noisy row r is input r // n_samples plus noise row r of ``normal_(0, 1) * noise + 0`` drawn
+        # for the whole probe. The noise is drawn chunk by chunk from a stream that gives exactly
+        # those numbers (see ``_NoiseStream``), so memory holds one chunk of noise, not the probe's
+        # n_samples copies. A shard skips the rows of the shares before it.
         first, total_rows = (0, n) if shard is None else (int(shard[0]), int(shard[1]))
         if first < 0 or first + n > total_rows:
             raise ValueError(f"shard={shard} does not hold {n} rows")
-        shape = (total_rows * n_samples,) + tuple(x.shape[1:])
-        noisy = torch.empty(shape, dtype=x.dtype, device=x.device).normal_(0.0, 1.0, generator=generator)
-        if total_rows != n:
-            noisy = noisy[first * n_samples : (first + n) * n_samples].contiguous()
-        noisy.mul_(torch.full((), float(noise), dtype=x.dtype, device=x.device)).add_(0.0)
-        noisy.view((n, n_samples) + tuple(x.shape[1:])).add_(x.unsqueeze(1))
+        row_shape = tuple(x.shape[1:])
+        row_numel = math.prod(row_shape)
+        stream = _NoiseStream(total_rows * n_samples * row_numel, generator, x.dtype, x.device)
+        stream.skip(first * n_samples * row_numel)
+        std = torch.full((), float(noise), dtype=x.dtype, device=x.device)
         total = torch.zeros_like(x)
         t = _resolve_predicted(model, x, _target_index(target, n, x.device), chunk)
-        for s, e in _chunks(noisy.shape[0], chunk):
+        for s, e in _chunks(n * n_samples, chunk):
+            noisy = stream.take((e - s) * row_numel).view((e - s,) + row_shape)
+            noisy.mul_(std).add_(0.0)
             i = torch.arange(s, e, device=x.device) // n_samples
+            if s % n_samples == 0 and e % n_samples == 0:  # whole inputs: add each one to its block of rows
+                noisy.view((-1, n_samples) + row_shape).add_(x[s // n_samples : e // n_samples].unsqueeze(1))
+            else:
+                noisy.add_(x.index_select(0, i))
             gx, _, _ = _gradient_pass(
-                model, noisy[s:e], None if t is None else t[i], validate=t if s == 0 else None, copy=False
+                model, noisy, None if t is None else t[i], validate=t if s == 0 else None, copy=False
             )
             assert gx is not None
+            del noisy
             total.index_add_(0, i, gx.abs_())  # gx is this pass's own buffer
             del gx
     return total / n_samples

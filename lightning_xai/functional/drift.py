@@ -54,6 +54,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from ._sort import argsort
+
 __all__ = [
     "DRIFT_METRICS",
     "VECTOR_METRICS",
@@ -129,7 +131,8 @@ def _constant_rows(x: Tensor) -> Tensor:
 def _average_ranks(x: Tensor) -> Tensor:
     """Ranks (1-based) along the last dimension, ties given the mean of their ranks (scipy's ``rankdata``)."""
     n = x.shape[-1]
-    values, order = torch.sort(x, dim=-1, stable=True)
+    order = argsort(x)  # ties form one group whatever their order inside it
+    values = x.gather(-1, order)
     starts = torch.ones_like(values, dtype=torch.bool)
     starts[..., 1:] = values[..., 1:] != values[..., :-1]
     group = starts.long().cumsum(-1) - 1

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._sort import quantile as _quantile
+
 __all__ = [
     "colormap",
     "overlay_grid",
@@ -90,7 +92,7 @@ def color_scale(attr: Tensor, quantile: float = 0.995) -> float:
     a = a[torch.isfinite(a)]
     if a.numel() == 0:
         return 1.0
-    v = float(torch.quantile(a[:1_000_000], quantile)) if a.numel() > 1 else float(a[0])
+    v = _quantile(a[:1_000_000], quantile) if a.numel() > 1 else float(a[0])
     return v if v > 0 else (float(a.max()) or 1.0)
 
 
@@ -195,7 +197,12 @@ def _gray(inputs: Tensor) -> np.ndarray:
 
 
 def _upscale(img: np.ndarray, factor: int) -> np.ndarray:
-    return img.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else img
+    """Nearest-neighbour upscaling of (..., H, W, C) images by an integer factor."""
+    if factor == 1:
+        return img
+    *lead, h, w, c = img.shape
+    out = np.broadcast_to(img[..., :, None, :, None, :], (*lead, h, factor, w, factor, c))
+    return out.reshape(*lead, h * factor, w * factor, c)
 
 
 def _wrap(text: str, width: int, size: int) -> List[str]:
@@ -311,22 +318,23 @@ def overlay_grid(
     texts: List[tuple] = []
     if title:
         texts.append((pad, 2, title, (0, 0, 0)))
+    # every tile at once: inputs in grey or colour, heatmaps over them, both upscaled
+    base_rgb = np.repeat(gray, 3, axis=3) if gray.shape[3] == 1 else gray
+    over = base_rgb * (1 - alpha) + colormap(heat / vmax, signed) * alpha
+    base_tiles = _upscale(_to_uint8(base_rgb), factor)
+    over_tiles = _upscale(_to_uint8(over), factor)
     for k in range(n):
         r, c = divmod(k, columns)
         y0 = title_h + pad + r * (cell_h + pad)
         x0 = pad + c * (tw + pad)
-        base = gray[k]
-        base_rgb = np.repeat(base, 3, axis=2) if base.shape[2] == 1 else base
-        color = colormap(heat[k] / vmax, signed)
-        over = base_rgb * (1 - alpha) + color * alpha
         flagged = bool(highlight[k]) if highlight is not None else False
         if label_h:
             texts.append((x0, y0, labels[k], _VERMILLION if flagged else (0, 0, 0)))  # type: ignore[index]
         y1 = y0 + label_h
         if flagged:  # a 2-pixel frame around both tiles: visible without colour vision too
             grid[y1 - 2 : y1 + 2 * th + pad + 2, max(x0 - 2, 0) : x0 + tw + 2] = _VERMILLION
-        grid[y1 : y1 + th, x0 : x0 + tw] = _upscale(_to_uint8(base_rgb), factor)
-        grid[y1 + th + pad : y1 + 2 * th + pad, x0 : x0 + tw] = _upscale(_to_uint8(over), factor)
+        grid[y1 : y1 + th, x0 : x0 + tw] = base_tiles[k]
+        grid[y1 + th + pad : y1 + 2 * th + pad, x0 : x0 + tw] = over_tiles[k]
     grid = _draw_text(grid, texts)
     return np.concatenate([grid, _colorbar(width, signed, vmax, legend)], axis=0)
 
