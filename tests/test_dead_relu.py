@@ -440,3 +440,25 @@ def test_early_stopping_can_monitor_the_dead_fraction(tmp_path):
     # the fraction stays 0.2 (lr=0): no improvement after epoch 0, so patience 1 stops after epoch 1
     assert trainer.current_epoch == 2 and stop.stopped_epoch == 1
     assert float(stop.best_score) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "2d", "3d", "float64", "nan"])
+def test_fast_unit_counts_equal_the_plain_definition(layout):
+    from lightning_xai.functional.dead_relu import _unit_counts
+
+    g = torch.Generator().manual_seed(0)
+    shape = {"2d": (64, 10), "3d": (8, 5, 7)}.get(layout, (16, 6, 9, 9))
+    act = torch.relu(torch.randn(shape, generator=g))
+    act[:, 2] = 0.0  # a dead unit
+    if layout == "channels_last":
+        act = act.contiguous(memory_format=torch.channels_last)
+    if layout == "float64":
+        act = act.double()
+    if layout == "nan":
+        act[3, 4, 1, 1] = float("nan")
+    dims = [d for d in range(act.dim()) if d != 1]
+    positive, total = _unit_counts(act, 1)
+    assert positive.dtype == torch.int64
+    assert torch.equal(positive, (act > 0).sum(dim=dims))  # NaN is not > 0
+    torch.testing.assert_close(total, act.sum(dim=dims, dtype=total.dtype), equal_nan=True)
+    assert positive[2] == 0
