@@ -148,6 +148,34 @@ def test_on_error_warn_keeps_training_and_state(tmp_path):
             tr.fit(LitClassifier(SmallCNN()), *[DataLoader(ds, batch_size=32)] * 2)
 
 
+def test_on_error_warn_restores_the_state_a_failed_epoch_had_changed(tmp_path):
+    from lightning_xai.callbacks import FeatureDriftMonitor
+
+    ds = image_data(32)
+    probe = ProbeSet.from_dataset(ds, n=4)
+    drift = FeatureDriftMonitor(probe, method="saliency", on_error="warn")
+    monitor = AttributionMonitor(probe, methods=["saliency"], color_scale="per_epoch", on_error="warn")
+    for cb, bad_epoch in ((drift, 1), (monitor, 2)):
+        real = cb._log_scalars
+
+        def failing(trainer, values, _real=real, _bad=bad_epoch):
+            if trainer.current_epoch == _bad:  # after the epoch's history / colour scale were updated
+                raise OSError("injected logging failure")
+            return _real(trainer, values)
+
+        cb._log_scalars = failing
+    tr = trainer(tmp_path, [monitor, drift], max_epochs=3)
+    with pytest.warns(UserWarning, match="failed and was skipped.*injected logging failure"):
+        tr.fit(LitClassifier(SmallCNN()), *[DataLoader(ds, batch_size=32)] * 2)
+    assert [h["epoch"] for h in drift.history] == [0, 2]  # the failed epoch left nothing behind
+    # epoch 2 is compared with epoch 0, the last one that went through
+    expected = F.drift_scores(
+        drift.history[0]["importance"], drift.history[1]["importance"], metrics=["spearman"]
+    )["spearman"]
+    assert drift.last_scores["xai/drift/saliency/spearman/prev"] == pytest.approx(expected, abs=1e-12)
+    assert monitor._vmax_epoch == {"saliency": 1}  # epoch 2's new colour scale was rolled back
+
+
 def test_nan_outputs_do_not_crash_the_monitor(tmp_path):
     class NaNNet(SmallCNN):
         def forward(self, x):

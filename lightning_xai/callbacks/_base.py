@@ -560,6 +560,19 @@ class XAICallback(Callback):
         )
 
     # ------------------------------------------------------------------ state
+    def _snapshot(self) -> Any:
+        """The state that ``on_error="warn"`` restores when an epoch-level hook fails midway.
+
+        Default: a deep copy of :meth:`state_dict` (restored by :meth:`load_state_dict`); callbacks
+        whose run state holds more than their checkpoint state override both methods.
+        """
+        import copy
+
+        return copy.deepcopy(self.state_dict())
+
+    def _restore(self, snapshot: Any) -> None:
+        self.load_state_dict(snapshot)
+
     def _probe_state(self) -> Dict[str, Any]:
         if isinstance(self.probe, ProbeSet):
             return {"probe": self.probe.state_dict()}
@@ -648,6 +661,11 @@ def _is_overridden(owner: Any, hook: str) -> bool:
     return False
 
 
+#: guarded hooks that update a callback's state (history, colour scales, patience): a failure in
+#: them restores the state they started from
+_SNAPSHOT_HOOKS = ("on_validation_epoch_end", "on_train_epoch_end")
+
+
 def _guard_hook(hook: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a hook so that with ``on_error="warn"`` a failure warns and training goes on."""
     import functools
@@ -657,11 +675,15 @@ def _guard_hook(hook: Callable[..., Any]) -> Callable[..., Any]:
         if self.on_error == "raise" or getattr(trainer, "world_size", 1) > 1:
             # under DDP a rank that skipped would leave the others waiting in a collective: raise
             return hook(self, trainer, *args, **kwargs)
+        # an epoch-level hook that fails midway leaves the callback as it was before the hook
+        snapshot = self._snapshot() if hook.__name__ in _SNAPSHOT_HOOKS else None
         try:
             return hook(self, trainer, *args, **kwargs)
         except SanityCheckError:
             raise  # the gate's decision is not an error of the callback
         except Exception as err:  # noqa: BLE001 - on_error="warn" is the user's choice
+            if snapshot is not None:
+                self._restore(snapshot)
             rank_zero_warn(
                 f"{type(self).__name__}.{hook.__name__} failed and was skipped (on_error='warn'): "
                 f"{type(err).__name__}: {err}"

@@ -375,6 +375,16 @@ class FeatureDriftMonitor(XAICallback):
         self.last_scores = scores
         return scores
 
+    def _snapshot(self) -> Any:
+        # update() appends to the history and replaces the other fields (never changes them in place)
+        return (
+            len(self.history), self._last_maps, self._reference, self.last_scores, self._names, self._tag_names
+        )
+
+    def _restore(self, snapshot: Any) -> None:
+        n, self._last_maps, self._reference, self.last_scores, self._names, self._tag_names = snapshot
+        del self.history[n:]
+
     def _same_shape(self, stored: Optional[Tensor], maps: Tensor) -> Optional[Tensor]:
         """Stored per-sample maps if they match this epoch's; else None (map metrics skipped, warned once)."""
         if stored is None or stored.shape == maps.shape:
