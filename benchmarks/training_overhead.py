@@ -16,6 +16,9 @@ Variants, each a fresh ``Trainer.fit`` of ``--epochs`` epochs (default 2) from t
   imported on this branch (the output lists which were included);
 - ``suite+ig``: the same with integrated gradients (32 steps) as the monitor's third method
   (saliency, grad_cam, integrated_gradients);
+- ``attribution``, ``drift``, ``dead_relu``, ``gate``: one member of the suite alone (its own
+  pass where it shares one in the suite), for a breakdown of the suite's cost (not in the default
+  list: ``--variants none attribution drift dead_relu gate``);
 - ``captum_ig``: a hand-written single-method callback (below) that runs Captum's
   ``IntegratedGradients`` (32 steps, Gauss-Legendre, internal batch = probe) on the probe at each
   validation epoch and logs an image grid and a scalar, as a user would write it.
@@ -25,8 +28,9 @@ median over runs of the last epoch's time (training + validation + callbacks,
 ``on_train_epoch_start`` to ``on_train_epoch_end``); overhead = variant / none. On a CPU the ratio is
 taken on process CPU time (robust to other processes' load), wall time is reported next to it.
 
-All the callbacks' work happens inside the validation loop, so the extra validation time over
-``none`` is the callbacks' cost measured where it is spent; ``1 + extra/epoch`` turns it into an
+All the callbacks' work happens inside the validation loop (the timer waits for TensorBoard's
+writer thread to write what the validation queued before it stops the clock), so the extra
+validation time over ``none`` is the callbacks' cost measured where it is spent; ``1 + extra/epoch`` turns it into an
 overhead figure that is far less noisy than the ratio of whole epochs (training epochs of the same
 run vary by a few percent on a shared machine).
 
@@ -141,6 +145,10 @@ def suite(probe: ProbeSet, methods: List[str], small_layer: str) -> Tuple[List[p
     return callbacks, status
 
 
+#: the suite's members in the order suite() returns them (variants that run one of them alone)
+MEMBERS = ("attribution", "drift", "dead_relu", "gate")
+
+
 # ------------------------------------------------------------------------------------- timing
 class EpochTimer(pl.Callback):
     """Wall and process-CPU time of each training epoch (validation and callbacks included) and of each validation."""
@@ -161,6 +169,13 @@ class EpochTimer(pl.Callback):
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if not trainer.sanity_checking:
+            # TensorBoard writes events from a thread (serialising, a pure-Python CRC per record);
+            # wait for it here so that the work the validation queued is counted in the validation
+            # window, in every variant alike, rather than spilling into the next training steps
+            for logger in trainer.loggers:
+                writer = getattr(logger, "experiment", None)
+                if hasattr(writer, "flush"):
+                    writer.flush()
             t = self._now()
             self.validation.append((t[0] - self._v0[0], t[1] - self._v0[1]))
 
@@ -180,6 +195,8 @@ def run_once(variant: str, args: Any, data: Tuple[TensorDataset, TensorDataset],
         callbacks, _ = suite(probe, ["saliency", "grad_cam", "integrated_gradients"], "net.layers.2")
     elif variant == "captum_ig":
         callbacks = [CaptumIGCallback(probe.inputs)]
+    elif variant in MEMBERS:
+        callbacks = [suite(probe, args.suite_methods, "net.layers.2")[0][MEMBERS.index(variant)]]
     timer = EpochTimer()
     trainer = pl.Trainer(
         max_epochs=args.epochs, accelerator="cpu" if args.device == "cpu" else "gpu", devices=1,
@@ -204,7 +221,10 @@ def main(argv: Any = None) -> Dict[str, Any]:
     p.add_argument("--probe", type=int, default=32)
     p.add_argument("--big-model", dest="small_model", action="store_false", help="the 1.2M-parameter ResNet-ish")
     p.add_argument("--suite-methods", nargs=3, default=["saliency", "input_x_gradient", "grad_cam"])
-    p.add_argument("--variants", nargs="+", default=["none", "suite", "suite+ig", "captum_ig"])
+    p.add_argument(
+        "--variants", nargs="+", default=["none", "suite", "suite+ig", "captum_ig"],
+        choices=["none", "suite", "suite+ig", "captum_ig", *MEMBERS],
+    )
     args = p.parse_args(argv)
     setup(args)
     args.runs = args.runs or (2 if args.small else 3)

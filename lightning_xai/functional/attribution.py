@@ -769,8 +769,12 @@ def smoothgrad(
     global RNG stream is never consumed, and the same seed gives the same map.
 
     ``shard=(start, total)`` says that ``inputs`` are rows ``start..start+N`` of a ``total``-row probe
-    (one rank's share under DDP): the noise is drawn for the whole probe and this share's rows are
-    used, so the sharded maps equal the unsharded ones.
+    (one rank's share under DDP): the share's rows get their place in the whole probe's noise
+    stream, so the sharded maps equal the unsharded ones.
+
+    Memory: on a CPU the noise is drawn chunk by chunk (the same numbers as one draw), so one chunk
+    of noisy copies is held at a time; on other devices the probe's ``n_samples`` noisy copies are
+    drawn at once (their kernels do not give the same numbers in pieces).
 
     Example:
         >>> import torch
