@@ -362,3 +362,19 @@ def test_smoothgrad_holds_one_chunk_of_noise_and_gives_the_same_map_for_every_ch
         mp.setattr(attribution_module.torch, "empty", spy)
         F.smoothgrad(net, x, "predicted", n_samples=5, noise=0.4, seed=2, chunk_size=5)
     assert sizes and max(sizes) <= 5 * 30 + 16
+
+
+def test_numpy_sorting_path_equals_torch_sort():
+    from lightning_xai.functional import _sort
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 500, generator=g, dtype=torch.float64).round(decimals=1)  # many ties
+    x[2, 7] = float("nan")
+    torch.testing.assert_close(_sort.sort_values(x), torch.sort(x, dim=-1).values, equal_nan=True, rtol=0, atol=0)
+    order = _sort.argsort(x)
+    torch.testing.assert_close(x.gather(-1, order), torch.sort(x, dim=-1).values, equal_nan=True, rtol=0, atol=0)
+    flat = x[0].float()
+    assert _sort.quantile(flat, 0.995) == pytest.approx(float(torch.quantile(flat, 0.995)), rel=1e-6)
+    # the torch path (bfloat16 has no NumPy dtype) gives the same sorted values
+    b = x[0].to(torch.bfloat16)
+    assert torch.equal(_sort.sort_values(b), torch.sort(b).values)
