@@ -77,4 +77,9 @@ def test_summaries_known_values():
     assert F.top_mass(uniform).item() == pytest.approx(0.1)
     zero = torch.zeros(2, 10)  # degenerate map: defined values, no NaN
     assert F.summarize(zero) == pytest.approx({"gini": 0.0, "entropy": 1.0, "top10_mass": 0.1})
-    assert torch.isnan(F.gini(torch.tensor([[float("nan"), 1.0]]))).all()
+    # NaN in a map gives NaN in every summary (a check must see it), other rows keep their values
+    with_nan = torch.tensor([[float("nan"), 1.0, 2.0], [1.0, 1.0, 1.0]])
+    for fn in (F.gini, F.entropy, F.top_mass):
+        out = fn(with_nan)
+        assert torch.isnan(out[0]) and not torch.isnan(out[1]), fn.__name__
+    assert all(v != v for v in F.summarize(with_nan[:1]).values())

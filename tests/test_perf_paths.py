@@ -378,3 +378,20 @@ def test_numpy_sorting_path_equals_torch_sort():
     # the torch path (bfloat16 has no NumPy dtype) gives the same sorted values
     b = x[0].to(torch.bfloat16)
     assert torch.equal(_sort.sort_values(b), torch.sort(b).values)
+
+
+def test_smoothgrad_leaves_a_passed_generator_where_a_whole_probe_draw_does():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 2)).eval()
+    x = torch.randn(5, 6)
+    ends = []
+    for share in (None, (1, 3)):
+        g = torch.Generator().manual_seed(3)
+        if share is None:
+            F.smoothgrad(net, x, 1, n_samples=4, generator=g, chunk_size=3)
+        else:
+            F.smoothgrad(net, x[share[0] : share[1]], 1, n_samples=4, generator=g, chunk_size=3, shard=(share[0], 5))
+        ends.append(torch.randn(3, generator=g))
+    assert torch.equal(ends[0], ends[1])
+    # zero-width inputs give a zero-width map
+    assert F.smoothgrad(nn.Sequential(nn.Flatten(), nn.Linear(0, 2)), torch.zeros(3, 0), 0, n_samples=2).shape == (3, 0)

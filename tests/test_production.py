@@ -155,25 +155,38 @@ def test_on_error_warn_restores_the_state_a_failed_epoch_had_changed(tmp_path):
     probe = ProbeSet.from_dataset(ds, n=4)
     drift = FeatureDriftMonitor(probe, method="saliency", on_error="warn")
     monitor = AttributionMonitor(probe, methods=["saliency"], color_scale="per_epoch", on_error="warn")
-    for cb, bad_epoch in ((drift, 1), (monitor, 2)):
-        real = cb._log_scalars
 
-        def failing(trainer, values, _real=real, _bad=bad_epoch):
-            if trainer.current_epoch == _bad:  # after the epoch's history / colour scale were updated
+    def fail_at(cb, name, bad_epoch):  # the step runs after the epoch's state was updated
+        real = getattr(cb, name)
+
+        def failing(trainer, *args, **kwargs):
+            if trainer.current_epoch == bad_epoch:
                 raise OSError("injected logging failure")
-            return _real(trainer, values)
+            return real(trainer, *args, **kwargs)
 
-        cb._log_scalars = failing
+        setattr(cb, name, failing)
+
+    fail_at(drift, "_log_scalars", 1)  # after update(): history, reference, last maps
+    fail_at(monitor, "_log_image", 2)  # after _render(): colour scale, clipped share
     tr = trainer(tmp_path, [monitor, drift], max_epochs=3)
     with pytest.warns(UserWarning, match="failed and was skipped.*injected logging failure"):
         tr.fit(LitClassifier(SmallCNN()), *[DataLoader(ds, batch_size=32)] * 2)
+
     assert [h["epoch"] for h in drift.history] == [0, 2]  # the failed epoch left nothing behind
     # epoch 2 is compared with epoch 0, the last one that went through
     expected = F.drift_scores(
         drift.history[0]["importance"], drift.history[1]["importance"], metrics=["spearman"]
     )["spearman"]
     assert drift.last_scores["xai/drift/saliency/spearman/prev"] == pytest.approx(expected, abs=1e-12)
+
     assert monitor._vmax_epoch == {"saliency": 1}  # epoch 2's new colour scale was rolled back
+    # the "last epoch" results outside the checkpoint state are rolled back with it
+    kept = monitor.last_attributions
+    snapshot = monitor._snapshot()
+    monitor.last_attributions, monitor._clipped["saliency"] = {"saliency": torch.zeros(1)}, 0.75
+    monitor._restore(snapshot)
+    assert monitor.last_attributions.keys() == kept.keys() and monitor.last_attributions["saliency"] is kept["saliency"]
+    assert monitor._clipped.get("saliency") != 0.75
 
 
 def test_nan_outputs_do_not_crash_the_monitor(tmp_path):

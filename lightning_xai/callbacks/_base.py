@@ -560,18 +560,28 @@ class XAICallback(Callback):
         )
 
     # ------------------------------------------------------------------ state
+    #: attributes outside the checkpoint state that an epoch updates (``last_*`` results): restored
+    #: with it when a hook fails midway
+    _RUN_STATE: Tuple[str, ...] = ()
+
     def _snapshot(self) -> Any:
         """The state that ``on_error="warn"`` restores when an epoch-level hook fails midway.
 
-        Default: a deep copy of :meth:`state_dict` (restored by :meth:`load_state_dict`); callbacks
-        whose run state holds more than their checkpoint state override both methods.
+        Default: a deep copy of :meth:`state_dict` (restored by :meth:`load_state_dict`) and shallow
+        copies of the ``_RUN_STATE`` attributes; callbacks whose state needs more override both methods.
         """
         import copy
 
-        return copy.deepcopy(self.state_dict())
+        run = {name: copy.copy(getattr(self, name)) for name in self._RUN_STATE if hasattr(self, name)}
+        return copy.deepcopy(self.state_dict()), run
 
     def _restore(self, snapshot: Any) -> None:
-        self.load_state_dict(snapshot)
+        state, run = snapshot
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the same state again: nothing new to warn about
+            self.load_state_dict(state)
+        for name, value in run.items():
+            setattr(self, name, value)
 
     def _probe_state(self) -> Dict[str, Any]:
         if isinstance(self.probe, ProbeSet):
@@ -676,17 +686,23 @@ def _guard_hook(hook: Callable[..., Any]) -> Callable[..., Any]:
             # under DDP a rank that skipped would leave the others waiting in a collective: raise
             return hook(self, trainer, *args, **kwargs)
         # an epoch-level hook that fails midway leaves the callback as it was before the hook
-        snapshot = self._snapshot() if hook.__name__ in _SNAPSHOT_HOOKS else None
+        snapshot = None
         try:
+            if hook.__name__ in _SNAPSHOT_HOOKS:
+                snapshot = self._snapshot()
             return hook(self, trainer, *args, **kwargs)
         except SanityCheckError:
             raise  # the gate's decision is not an error of the callback
         except Exception as err:  # noqa: BLE001 - on_error="warn" is the user's choice
+            restored = ""
             if snapshot is not None:
-                self._restore(snapshot)
+                try:
+                    self._restore(snapshot)
+                except Exception as again:  # noqa: BLE001 - report both, keep training as asked
+                    restored = f" (its state could not be rolled back: {type(again).__name__}: {again})"
             rank_zero_warn(
                 f"{type(self).__name__}.{hook.__name__} failed and was skipped (on_error='warn'): "
-                f"{type(err).__name__}: {err}"
+                f"{type(err).__name__}: {err}{restored}"
             )
             return None
 

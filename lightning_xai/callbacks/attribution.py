@@ -266,6 +266,8 @@ class AttributionMonitor(XAICallback):
         return None
 
     # ------------------------------------------------------------------ state
+    _RUN_STATE = ("last_attributions", "_clipped")
+
     def state_dict(self) -> Dict[str, Any]:
         return {
             **self._probe_state(),

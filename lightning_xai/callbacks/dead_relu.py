@@ -290,6 +290,8 @@ class DeadReLUMonitor(XAICallback):
                 w.add_histogram(f"xai/dead_relu_onrate/{layer}", values, global_step=trainer.global_step)
 
     # ------------------------------------------------------------------ state
+    _RUN_STATE = ("last_summary",)
+
     def state_dict(self) -> Dict[str, Any]:
         return {**self._probe_state(), "source": self.source, "tau": self.tau}
 

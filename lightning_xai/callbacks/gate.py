@@ -205,6 +205,7 @@ class SanityGate(XAICallback):
         decision = "pass" if not failed else ("warmup" if in_warmup else (self.action if act else "fail"))
         self._append_report(trainer, epoch, failed, in_warmup, decision, results, per_rank)
         self._log_text(trainer, "xai/gate/report", self._markdown(self.report[-1], message))
+        self._write_report(trainer)  # last: a failure before it leaves the file as it was
         if failed and self.verbose:
             rank_zero_info(message)
         if not act:
@@ -329,6 +330,9 @@ class SanityGate(XAICallback):
                 "checks": entries,
             }
         )
+
+    def _write_report(self, trainer: Any) -> None:
+        """Write the whole report (every epoch so far) to the JSON file, atomically."""
         # trainer.log_dir is a collective (a broadcast): every rank asks for it, rank 0 writes
         path = self._report_file(trainer)
         if trainer.is_global_zero and path is not None:
@@ -390,4 +394,4 @@ class SanityGate(XAICallback):
         self.stopping_reason = GateReason(state_dict.get("stopping_reason", GateReason.NOT_STOPPED.value))
         self.stopping_reason_message = state_dict.get("stopping_reason_message")
         self.last_passed = bool(state_dict.get("last_passed", True))
-        self.report = list(state_dict.get("report", []))
+        self.report[:] = list(state_dict.get("report", []))  # the same list: references stay live

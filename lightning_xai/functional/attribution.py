@@ -729,6 +729,8 @@ class _NoiseStream:
         self.buffer = new if self.buffer is None or self.buffer.numel() == 0 else torch.cat([self.buffer, new])
 
     def take(self, k: int) -> Tensor:
+        if k == 0:
+            return torch.empty(0, dtype=self.dtype, device=self.device)
         held = 0 if self.buffer is None else self.buffer.numel()
         if held < k:
             count = min(self.left, -(-(k - held) // 16) * 16)
@@ -748,6 +750,10 @@ class _NoiseStream:
             n = min(k, 1 << 20)
             self.take(n)
             k -= n
+
+    def finish(self) -> None:
+        """Draw (and drop) what is left, so the generator ends where one whole draw leaves it."""
+        self.skip(self.left + (0 if self.buffer is None else self.buffer.numel()))
 
 
 def smoothgrad(
@@ -770,7 +776,8 @@ def smoothgrad(
 
     ``shard=(start, total)`` says that ``inputs`` are rows ``start..start+N`` of a ``total``-row probe
     (one rank's share under DDP): the share's rows get their place in the whole probe's noise
-    stream, so the sharded maps equal the unsharded ones.
+    stream, so the sharded maps equal the unsharded ones. A ``generator`` you pass ends where one
+    draw for the whole probe leaves it, sharded or not.
 
     Memory: on a CPU the noise is drawn chunk by chunk (the same numbers as one draw), so one chunk
     of noisy copies is held at a time; on other devices the probe's ``n_samples`` noisy copies are
@@ -794,6 +801,7 @@ def smoothgrad(
     chunk = _chunk_size(chunk_size, n)
     with explaining(model):
         x = _autograd_ready(inputs)
+        own_generator = generator is None
         if generator is None:
             generator = torch.Generator(device=x.device)
             generator.manual_seed(seed)
@@ -827,6 +835,8 @@ def smoothgrad(
             del noisy
             total.index_add_(0, i, gx.abs_())  # gx is this pass's own buffer
             del gx
+        if not own_generator:  # the caller's generator moves on as far as one whole-probe draw takes it
+            stream.finish()
     return total / n_samples
 
 
