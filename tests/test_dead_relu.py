@@ -442,12 +442,13 @@ def test_early_stopping_can_monitor_the_dead_fraction(tmp_path):
     assert float(stop.best_score) == pytest.approx(0.2)
 
 
-@pytest.mark.parametrize("layout", ["nchw", "channels_last", "2d", "3d", "float64", "nan"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "2d", "3d", "float64", "nan", "in-slices"])
 def test_fast_unit_counts_equal_the_plain_definition(layout):
     from lightning_xai.functional.dead_relu import _unit_counts
 
     g = torch.Generator().manual_seed(0)
-    shape = {"2d": (64, 10), "3d": (8, 5, 7)}.get(layout, (16, 6, 9, 9))
+    # "in-slices": large enough samples that the count is made a few samples at a time
+    shape = {"2d": (64, 10), "3d": (8, 5, 7), "in-slices": (40, 3, 300, 200)}.get(layout, (16, 6, 9, 9))
     act = torch.relu(torch.randn(shape, generator=g))
     act[:, 2] = 0.0  # a dead unit
     if layout == "channels_last":

@@ -606,8 +606,8 @@ def _unit_counts(act: Tensor, unit_dim: int) -> Tuple[Tensor, Tensor]:
     A rectified activation is >= 0 (or NaN), so its sum is the sum of ``|act|``: one reduction, in
     float32 (float64 inputs stay float64). On a CPU, for contiguous float activations, the count is
     the sum of ``sign(act)`` (0 or 1, exact in floating point below 2**24 values per unit) over a
-    view that reduces the contiguous positions first: 2.5x faster than ``(act > 0).sum`` over the
-    same dimensions. A unit holding NaN is counted the exact way.
+    view that reduces the contiguous positions first, a few samples at a time: 2.5x faster than
+    ``(act > 0).sum`` over the same dimensions. A unit holding NaN is counted the exact way.
     """
     wide = torch.float64 if act.dtype == torch.float64 else torch.float32
     positions = act.numel() // act.shape[unit_dim]
@@ -618,7 +618,12 @@ def _unit_counts(act: Tensor, unit_dim: int) -> Tuple[Tensor, Tensor]:
         v = act.view(act.shape[0], act.shape[1], -1)
         batch_sum = v.sum(2, dtype=wide).sum(0)
         if bool(torch.isfinite(batch_sum).all()):
-            return v.sign().sum(2).sum(0).long(), batch_sum
+            # sign() makes a float temporary: a few samples at a time keep it small (<= 16 MB)
+            step = max(1, (1 << 22) // max(1, v.shape[1] * v.shape[2]))
+            count = v[:step].sign().sum(2).sum(0)
+            for start in range(step, v.shape[0], step):
+                count += v[start : start + step].sign().sum(2).sum(0)
+            return count.long(), batch_sum
     dims = [d for d in range(act.dim()) if d != unit_dim]
     count_dtype = torch.int32 if positions < 2**31 else torch.int64  # int32 sums are 5x faster on a CPU
     positive = ((act > 0).sum(dim=dims, dtype=count_dtype) if dims else (act > 0).to(count_dtype)).long()
