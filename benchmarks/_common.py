@@ -82,9 +82,30 @@ class ResNetish(nn.Module):
         return self.head(self.layers(self.stem(x)))
 
 
-def make_model(small: bool, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    model = ResNetish(width=16, blocks=1) if small else ResNetish(width=32, blocks=2)
+#: ``--model`` choices: the ResNet-ish CNN above, or torchvision's ResNet-18 at 32x32 (CIFAR size)
+#: and ResNet-50 at 224x224 (ImageNet size), where torchvision is installed (e.g. on a GPU machine)
+MODELS = {"resnetish": (3, 32, 32), "resnet18": (3, 32, 32), "resnet50": (3, 224, 224)}
+
+
+def build_network(name: str, small: bool) -> nn.Module:
+    """The network named by ``--model`` (train mode, default initialisation)."""
+    if name == "resnetish":
+        return ResNetish(width=16, blocks=1) if small else ResNetish(width=32, blocks=2)
+    if name not in MODELS:
+        raise SystemExit(f"unknown --model {name!r}; choose one of {', '.join(MODELS)}")
+    try:
+        import torchvision
+    except ImportError:
+        raise SystemExit(
+            f"--model {name} needs torchvision (pip install torchvision); --model resnetish needs nothing"
+        ) from None
+    return getattr(torchvision.models, name)(num_classes=10 if name == "resnet18" else 1000)
+
+
+def make_model(args: argparse.Namespace) -> nn.Module:
+    """``--model`` in eval mode, seeded, with non-trivial BatchNorm statistics."""
+    torch.manual_seed(args.seed)
+    model = build_network(args.model, args.small)
     # move BatchNorm statistics away from the identity so that eval mode is a real network
     with torch.no_grad():
         for m in model.modules():
@@ -94,8 +115,21 @@ def make_model(small: bool, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
+def input_shape(args: argparse.Namespace) -> tuple:
+    """One sample's shape for ``--model``."""
+    return MODELS[args.model]
+
+
+def model_label(args: argparse.Namespace, model: nn.Module) -> str:
+    params = sum(q.numel() for q in model.parameters())
+    size = ("small" if args.small else "default") if args.model == "resnetish" else "torchvision"
+    return f"{args.model}({size}, {params} params, input {'x'.join(map(str, input_shape(args)))})"
+
+
 def cam_layer(model: nn.Module) -> str:
-    """The Grad-CAM layer: the last residual block (as ``layer4`` is for a torchvision ResNet)."""
+    """The Grad-CAM layer: the last residual stage (``layer4`` of a torchvision ResNet)."""
+    if hasattr(model, "layer4"):
+        return "layer4"
     return f"layers.{len(model.layers) - 1}"
 
 
@@ -107,6 +141,8 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (fixed for stability)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", choices=list(MODELS), default="resnetish",
+                   help="resnetish (no dependency), or torchvision's resnet18 (32x32) / resnet50 (224x224)")
     p.add_argument("--clock", choices=["auto", "cpu", "wall"], default="auto",
                    help="process CPU time (default on CPU) or wall time (default on GPU)")
     return p

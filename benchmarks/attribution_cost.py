@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List
 import torch
 from torch import nn
 
-from _common import base_parser, emit, interleaved, cam_layer, make_model, median, setup, table
+from _common import base_parser, emit, interleaved, cam_layer, input_shape, make_model, model_label, median, setup, table
 
 from lightning_xai import functional as F
 
@@ -144,9 +144,9 @@ def main(argv: Any = None) -> Dict[str, Any]:
             import captum  # noqa: F401
         except ImportError:
             args.captum = False
-    model = make_model(args.small, args.seed).to(args.device)
+    model = make_model(args).to(args.device)
     g = torch.Generator().manual_seed(args.seed)
-    x = torch.randn(args.probe, 3, 32, 32, generator=g).to(args.device)
+    x = torch.randn(args.probe, *input_shape(args), generator=g).to(args.device)
     with torch.no_grad():
         t = model(x).argmax(1)
     results: Dict[str, Any] = {}
@@ -164,10 +164,9 @@ def main(argv: Any = None) -> Dict[str, Any]:
             + ([1e3 * med["captum"], entry["captum_over_limit"]] if "captum" in med else ["-", "-"])
         )
     text = table(rows, ["method", "limit ms", "ours ms", "ours/limit", "captum ms", "captum/limit"])
-    params = sum(p.numel() for p in model.parameters())
     config = {
-        "model": f"ResNetish({'small' if args.small else 'default'}, {params} params)",
-        "input": [args.probe, 3, 32, 32], "ig_steps": args.steps, "smoothgrad_samples": args.samples,
+        "model": model_label(args, model),
+        "input": [args.probe, *input_shape(args)], "ig_steps": args.steps, "smoothgrad_samples": args.samples,
         "repeats": args.repeats, "device": str(args.device), "statistic": "median, interleaved", "clock": args.clock,
     }
     emit("attribution_cost", {"config": config, "results": results}, text)

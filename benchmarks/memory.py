@@ -37,7 +37,7 @@ from typing import Any, Callable, Dict
 import torch
 from torch import nn
 
-from _common import base_parser, cam_layer, emit, make_model, setup, table
+from _common import base_parser, cam_layer, emit, input_shape, make_model, model_label, setup, table
 
 from lightning_xai import functional as F
 
@@ -75,12 +75,12 @@ def main(argv: Any = None) -> Dict[str, Any]:
     args = p.parse_args(argv)
     setup(args)
     dev = args.device
-    model = make_model(args.small, args.seed).to(dev)
+    model = make_model(args).to(dev)
     layer = cam_layer(model)
     g = torch.Generator().manual_seed(args.seed)
-    xb = torch.randn(args.batch, 3, 32, 32, generator=g).to(dev)
+    xb = torch.randn(args.batch, *input_shape(args), generator=g).to(dev)
     yb = torch.randint(0, 10, (args.batch,), generator=g).to(dev)
-    probe = torch.randn(args.probe, 3, 32, 32, generator=g).to(dev)
+    probe = torch.randn(args.probe, *input_shape(args), generator=g).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def train_step() -> None:
@@ -113,9 +113,8 @@ def main(argv: Any = None) -> Dict[str, Any]:
         results[name] = {"peak_MB": peak / 2**20, "over_training_step": ratio, "meets_target": ratio <= 1.0}
         rows.append([name, peak / 2**20, ratio, "yes" if ratio <= 1.0 else "NO"])
     text = table(rows, ["step", "peak MB", "x training step", "<= training"])
-    params = sum(q.numel() for q in model.parameters())
     config = {
-        "model": f"ResNetish({'small' if args.small else 'default'}, {params} params)",
+        "model": model_label(args, model),
         "probe": args.probe, "train_batch": args.batch, "chunk_size": chunk, "ig_steps": args.steps,
         "method": "torch.profiler memory timeline (CPU allocator)" if torch.device(dev).type == "cpu"
         else "torch.cuda.max_memory_allocated", "device": str(dev),

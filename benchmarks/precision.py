@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict
 
 import torch
 
-from _common import base_parser, cam_layer, emit, interleaved, make_model, median, setup, table
+from _common import base_parser, cam_layer, emit, interleaved, input_shape, make_model, model_label, median, setup, table
 
 from lightning_xai import functional as F
 
@@ -63,10 +63,10 @@ def main(argv: Any = None) -> Dict[str, Any]:
     args = p.parse_args(argv)
     setup(args)
     dev = args.device
-    m32 = make_model(args.small, args.seed).to(dev)
+    m32 = make_model(args).to(dev)
     m16 = copy.deepcopy(m32).to(torch.bfloat16)
     layer = cam_layer(m32)
-    x32 = torch.randn(args.probe, 3, 32, 32, generator=torch.Generator().manual_seed(args.seed)).to(dev)
+    x32 = torch.randn(args.probe, *input_shape(args), generator=torch.Generator().manual_seed(args.seed)).to(dev)
     x16 = x32.to(torch.bfloat16)
     with torch.no_grad():
         t = m32(x32).argmax(1)
@@ -106,10 +106,9 @@ def main(argv: Any = None) -> Dict[str, Any]:
             rows.append([method, k, 1e3 * med["fp32"], 1e3 * med[k], med["fp32"] / med[k], rel, entry[k]["spearman"]])
         results[method] = entry
     text = table(rows, ["method", "variant", "fp32 ms", "bf16 ms", "speed-up", "rel. error", "spearman"])
-    params = sum(q.numel() for q in m32.parameters())
     config = {
-        "model": f"ResNetish({'small' if args.small else 'default'}, {params} params)",
-        "input": [args.probe, 3, 32, 32], "ig_steps": args.steps, "repeats": args.repeats, "device": str(dev),
+        "model": model_label(args, m32),
+        "input": [args.probe, *input_shape(args)], "ig_steps": args.steps, "repeats": args.repeats, "device": str(dev),
         "statistic": "median, interleaved", "clock": args.clock,
     }
     emit("precision", {"config": config, "results": results}, text)

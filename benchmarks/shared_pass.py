@@ -13,7 +13,7 @@ from typing import Any, Dict
 
 import torch
 
-from _common import base_parser, cam_layer, emit, interleaved, make_model, median, setup, table
+from _common import base_parser, cam_layer, emit, interleaved, input_shape, make_model, model_label, median, setup, table
 
 from lightning_xai import functional as F
 
@@ -25,9 +25,9 @@ def main(argv: Any = None) -> Dict[str, Any]:
     p.add_argument("--probe", type=int, default=64)
     args = p.parse_args(argv)
     setup(args)
-    model = make_model(args.small, args.seed).to(args.device)
+    model = make_model(args).to(args.device)
     layer = cam_layer(model)
-    x = torch.randn(args.probe, 3, 32, 32, generator=torch.Generator().manual_seed(args.seed)).to(args.device)
+    x = torch.randn(args.probe, *input_shape(args), generator=torch.Generator().manual_seed(args.seed)).to(args.device)
     with torch.no_grad():
         t = model(x).argmax(1)
 
@@ -49,11 +49,10 @@ def main(argv: Any = None) -> Dict[str, Any]:
     rows = [[k, 1e3 * v, v / base] for k, v in med.items()]
     ratio = med["three, shared pass"] / base
     text = table(rows, ["variant", "ms", "x saliency alone"]) + f"\nshared/alone = {ratio:.3f} (target <= 1.2)"
-    params = sum(q.numel() for q in model.parameters())
     payload = {
         "config": {
-            "model": f"ResNetish({'small' if args.small else 'default'}, {params} params)",
-            "input": [args.probe, 3, 32, 32], "grad_cam_layer": layer, "repeats": args.repeats * 2,
+            "model": model_label(args, model),
+            "input": [args.probe, *input_shape(args)], "grad_cam_layer": layer, "repeats": args.repeats * 2,
             "device": str(args.device), "statistic": "median, interleaved", "clock": args.clock,
         },
         "results": {

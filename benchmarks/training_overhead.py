@@ -48,7 +48,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from _common import ResNetish, base_parser, emit, median, setup, table
+from _common import base_parser, build_network, cam_layer, emit, median, setup, table
 
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
@@ -67,9 +67,9 @@ def synthetic(n: int, seed: int) -> TensorDataset:
 
 
 class Classifier(pl.LightningModule):
-    def __init__(self, small: bool) -> None:
+    def __init__(self, model: str = "resnetish", small: bool = True) -> None:
         super().__init__()
-        self.net = ResNetish(width=16, blocks=1) if small else ResNetish(width=32, blocks=2)
+        self.net = build_network(model, small)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -187,16 +187,17 @@ class EpochTimer(pl.Callback):
 def run_once(variant: str, args: Any, data: Tuple[TensorDataset, TensorDataset], probe: ProbeSet, logdir: str) -> Dict[str, float]:
     train, val = data
     pl.seed_everything(args.seed, workers=True, verbose=False)
-    model = Classifier(args.small_model)
+    model = Classifier(args.model, args.small_model)
+    layer = "net." + cam_layer(model.net)
     callbacks: List[pl.Callback] = []
     if variant == "suite":
-        callbacks, _ = suite(probe, args.suite_methods, "net.layers.2")
+        callbacks, _ = suite(probe, args.suite_methods, layer)
     elif variant == "suite+ig":
-        callbacks, _ = suite(probe, ["saliency", "grad_cam", "integrated_gradients"], "net.layers.2")
+        callbacks, _ = suite(probe, ["saliency", "grad_cam", "integrated_gradients"], layer)
     elif variant == "captum_ig":
         callbacks = [CaptumIGCallback(probe.inputs)]
     elif variant in MEMBERS:
-        callbacks = [suite(probe, args.suite_methods, "net.layers.2")[0][MEMBERS.index(variant)]]
+        callbacks = [suite(probe, args.suite_methods, layer)[0][MEMBERS.index(variant)]]
     timer = EpochTimer()
     trainer = pl.Trainer(
         max_epochs=args.epochs, accelerator="cpu" if args.device == "cpu" else "gpu", devices=1,
@@ -226,6 +227,8 @@ def main(argv: Any = None) -> Dict[str, Any]:
         choices=["none", "suite", "suite+ig", "captum_ig", *MEMBERS],
     )
     args = p.parse_args(argv)
+    if args.model == "resnet50":
+        p.error("training_overhead trains on CIFAR-size (32x32) data: use --model resnetish or resnet18")
     setup(args)
     args.runs = args.runs or (2 if args.small else 3)
     args.train_size = args.train_size or (1024 if args.small else 8192)
@@ -240,7 +243,7 @@ def main(argv: Any = None) -> Dict[str, Any]:
         args.variants = [v for v in args.variants if v != "captum_ig"]
     data = (synthetic(args.train_size, args.seed), synthetic(512, args.seed + 1))
     probe = ProbeSet.from_dataset(data[1], n=args.probe, seed=args.seed)
-    _, status = suite(probe, args.suite_methods, "net.layers.2")
+    _, status = suite(probe, args.suite_methods, "net." + cam_layer(Classifier(args.model, args.small_model).net))
     results: Dict[str, List[Dict[str, float]]] = {v: [] for v in args.variants}
     with tempfile.TemporaryDirectory() as logdir:
         for r in range(args.runs):
@@ -275,7 +278,7 @@ def main(argv: Any = None) -> Dict[str, Any]:
     text += "\nsuite members: " + "; ".join(f"{k}: {s}" for k, s in status.items())
     config = {
         "workload": f"synthetic 3x32x32, 10 classes, {args.train_size} train / 512 val, batch 64, "
-        f"ResNetish({'small' if args.small_model else 'default'}), Adam, TensorBoardLogger",
+        f"{args.model}({'small' if args.small_model else 'default'}), Adam, TensorBoardLogger",
         "epochs_per_run": args.epochs, "runs_per_variant": args.runs, "probe": args.probe,
         "suite_methods": args.suite_methods, "statistic": "median over runs of the last epoch's time, runs interleaved", "clock": clock,
         "device": str(args.device),
