@@ -278,7 +278,8 @@ def main(argv: Any = None) -> Dict[str, Any]:
     text += "\nsuite members: " + "; ".join(f"{k}: {s}" for k, s in status.items())
     config = {
         "workload": f"synthetic 3x32x32, 10 classes, {args.train_size} train / 512 val, batch 64, "
-        f"{args.model}({'small' if args.small_model else 'default'}), Adam, TensorBoardLogger",
+        f"{args.model}({('small' if args.small_model else 'default') if args.model == 'resnetish' else 'torchvision'}), "
+        "Adam, TensorBoardLogger",
         "epochs_per_run": args.epochs, "runs_per_variant": args.runs, "probe": args.probe,
         "suite_methods": args.suite_methods, "statistic": "median over runs of the last epoch's time, runs interleaved", "clock": clock,
         "device": str(args.device),
