@@ -368,3 +368,18 @@ def test_event_files_hold_png_images_of_expected_size(tmp_path):
         # wide; title 16, then 2 rows of (caption 14 + input 64 + gap 4 + heatmap 64 + gap 4), a 4 px
         # margin, the colour bar (28) and its legend, wrapped to two lines of 13
         assert im.size == (event.width, event.height) == (276, 16 + 4 + 2 * (14 + 64 + 4 + 64 + 4) + 28 + 2 * 13)
+
+
+@pytest.mark.parametrize("shape", [(37, 53, 3), (9, 4, 4), (6, 11), (1, 1, 3)])
+def test_png_bytes_decode_to_the_same_pixels(shape):
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, shape, dtype=np.uint8)
+    img[3:] = img[2:3] if shape[0] > 3 else img[3:]  # repeated rows, as upscaled tiles have
+    decoded = np.asarray(Image.open(io.BytesIO(F.png_bytes(img))))
+    assert decoded.dtype == np.uint8 and np.array_equal(decoded, img)
+    with pytest.raises(ValueError, match="png_bytes takes an HxW, HxWx3 or HxWx4 uint8 image"):
+        F.png_bytes(np.zeros((4, 4, 2), dtype=np.uint8))

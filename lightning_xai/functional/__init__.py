@@ -82,6 +82,7 @@ from .render import (
     is_signed,
     next_color_scale,
     overlay_grid,
+    png_bytes,
 )
 from .summary import entropy, gini, global_importance, summarize, top_mass
 
@@ -129,6 +130,7 @@ __all__ = [
     "is_signed",
     "next_color_scale",
     "overlay_grid",
+    "png_bytes",
     "entropy",
     "gini",
     "global_importance",

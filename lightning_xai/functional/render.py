@@ -14,6 +14,8 @@ pictures are the same minus the text.
 from __future__ import annotations
 
 import functools
+import struct
+import zlib
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -32,6 +34,7 @@ __all__ = [
     "clipped_fraction",
     "next_color_scale",
     "COLOR_SCALE_POLICIES",
+    "png_bytes",
 ]
 
 #: Okabe-Ito vermillion for flagged (e.g. misclassified) samples: distinct under common colour-vision deficiencies
@@ -445,3 +448,44 @@ def heatmap_chart(
         texts.append((x0 + c * cell_w, y_axis, str(col_labels[c]), (60, 60, 60)))
     img = _draw_text(img, texts, size=10)
     return np.concatenate([img, _colorbar(img.shape[1], False, vmax)], axis=0)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png_bytes(image: np.ndarray, level: int = 1) -> bytes:
+    """A PNG file (bytes) of an HxW (grey) or HxWx3 / HxWx4 uint8 image: lossless, made for speed.
+
+    Every row is stored with PNG's "Up" filter (the difference with the row above), which turns the
+    repeated rows of upscaled tiles and flat backgrounds into zeros, and compressed with zlib at
+    ``level`` (1: fast). Pictures of probe maps encode in about half the time Pillow takes at its
+    fastest level, to files of about the same size.
+
+    Example:
+        >>> import io, numpy as np
+        >>> from PIL import Image
+        >>> img = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+        >>> data = png_bytes(img)
+        >>> data[:8] == b"\\x89PNG\\r\\n\\x1a\\n", np.array_equal(np.asarray(Image.open(io.BytesIO(data))), img)
+        (True, True)
+    """
+    img = np.ascontiguousarray(image, dtype=np.uint8)
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.ndim != 3 or img.shape[2] not in (1, 3, 4) or img.shape[0] == 0 or img.shape[1] == 0:
+        raise ValueError(f"png_bytes takes an HxW, HxWx3 or HxWx4 uint8 image, got shape {tuple(image.shape)}")
+    height, width, channels = img.shape
+    rows = img.reshape(height, width * channels)
+    raw = np.empty((height, width * channels + 1), dtype=np.uint8)
+    raw[:, 0] = 2  # filter type "Up"
+    raw[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])  # uint8 arithmetic wraps modulo 256, as PNG's does
+    color_type = {1: 0, 3: 2, 4: 6}[channels]
+    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), level))
+        + _png_chunk(b"IEND", b"")
+    )
