@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytorch_lightning as pl
@@ -116,6 +118,8 @@ class RecordingLogger(Logger):
 
 
 def trainer(callbacks: List[Any], max_epochs: int = 3, logger: Any = False, **kwargs: Any) -> pl.Trainer:
+    # a run without a log dir writes its pictures under default_root_dir: never the working tree
+    kwargs.setdefault("default_root_dir", tempfile.mkdtemp(prefix="xai-drift-test-"))
     return pl.Trainer(
         max_epochs=max_epochs,
         callbacks=callbacks,
