@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tempfile
-
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytorch_lightning as pl
