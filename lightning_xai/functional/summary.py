@@ -51,7 +51,10 @@ def entropy(attr: Tensor) -> Tensor:
         >>> entropy(torch.tensor([[1., 1., 1., 1.], [0., 0., 0., 4.]]))
         tensor([1., 0.], dtype=torch.float64)
     """
-    a = _flat_abs(attr)
+    return _entropy_of_flat(_flat_abs(attr))
+
+
+def _entropy_of_flat(a: Tensor) -> Tensor:
     n = a.shape[1]
     total = a.sum(1, keepdim=True)
     p = torch.where(total == 0, torch.full_like(a, 1.0 / n), a / total)
@@ -69,12 +72,14 @@ def top_mass(attr: Tensor, fraction: float = 0.1) -> Tensor:
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    a = _flat_abs(attr)
-    n = a.shape[1]
+    return _top_mass_of_sorted(sort_values(_flat_abs(attr)), fraction)
+
+
+def _top_mass_of_sorted(s: Tensor, fraction: float) -> Tensor:
+    n = s.shape[1]
     k = max(1, int(round(fraction * n)))
-    total = a.sum(1)
-    top = torch.topk(a, k, dim=1).values.sum(1)
-    return torch.where(total == 0, torch.full_like(total, k / n), top / total)
+    total = s.sum(1)
+    return torch.where(total == 0, torch.full_like(total, k / n), s[:, n - k :].sum(1) / total)
 
 
 def summarize(attr: Tensor) -> Dict[str, float]:
@@ -89,14 +94,10 @@ def summarize(attr: Tensor) -> Dict[str, float]:
     """
     a = _flat_abs(attr)
     s = sort_values(a)
-    n = s.shape[1]
-    k = max(1, int(round(0.1 * n)))
-    total = s.sum(1)
-    top = torch.where(total == 0, torch.full_like(total, k / n), s[:, n - k :].sum(1) / total)
     return {
         "gini": float(_gini_of_sorted(s).mean()),
-        "entropy": float(entropy(a).mean()),
-        "top10_mass": float(top.mean()),
+        "entropy": float(_entropy_of_flat(a).mean()),
+        "top10_mass": float(_top_mass_of_sorted(s, 0.1).mean()),
     }
 
 
