@@ -11,6 +11,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import pytorch_lightning as pl
 
+from .models import CrossEntropySteps
+
 RELU_KINDS = (
     "module", "inplace", "relu6", "functional", "functional_inplace", "torch", "torch_", "tensor", "tensor_", "relu6_fn"
 )
@@ -113,9 +115,12 @@ class NoReLUNet(DenseNet):
         return self.fc2(torch.tanh(self.fc1(x)))
 
 
-class RankNet(pl.LightningModule):
+class RankNet(CrossEntropySteps, pl.LightningModule):
     """fc1 has 3 units on x in {0,1}^2: unit 0 = x0 (fires on every sample), unit 1 never fires,
     unit 2 = x1 - 0.5 fires only where x1 = 1 (the odd-indexed samples of :func:`rank_split_data`)."""
+
+    VAL_LOSS = "val_loss"
+    SYNC_DIST = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -127,14 +132,6 @@ class RankNet(pl.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(TF.relu(self.fc1(x)))
-
-    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
-        x, y = batch
-        return TF.cross_entropy(self(x), y)
-
-    def validation_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
-        x, y = batch
-        self.log("val_loss", TF.cross_entropy(self(x), y), sync_dist=True)
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         return torch.optim.SGD(self.parameters(), lr=0.0)

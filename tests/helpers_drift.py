@@ -14,6 +14,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_xai import ProbeSet
 
+from .models import CrossEntropySteps
+
 FEATURES = ["age", "dose mg", "weight/kg", "noise a", "noise b", "noise c"]
 
 
@@ -29,7 +31,9 @@ def tabular_probe(val: TensorDataset, n: int = 16) -> ProbeSet:
     return ProbeSet.from_dataset(val, n=n, seed=0, feature_names=FEATURES)
 
 
-class TabularNet(pl.LightningModule):
+class TabularNet(CrossEntropySteps, pl.LightningModule):
+    VAL_LOSS = "val_loss"
+
     def __init__(self, lr: float = 0.05, hidden: int = 16, dead: bool = False) -> None:
         super().__init__()
         self.lr = lr
@@ -42,19 +46,13 @@ class TabularNet(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
-        x, y = batch
-        return nn.functional.cross_entropy(self(x), y)
-
-    def validation_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
-        x, y = batch
-        self.log("val_loss", nn.functional.cross_entropy(self(x), y))
-
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
-class TinyCNN(pl.LightningModule):
+class TinyCNN(CrossEntropySteps, pl.LightningModule):
+    VAL_LOSS = "val_loss"
+
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
@@ -62,14 +60,6 @@ class TinyCNN(pl.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
-
-    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
-        x, y = batch
-        return nn.functional.cross_entropy(self(x), y)
-
-    def validation_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
-        x, y = batch
-        self.log("val_loss", nn.functional.cross_entropy(self(x), y))
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         return torch.optim.Adam(self.parameters(), lr=0.01)

@@ -9,6 +9,24 @@ from torch.utils.data import DataLoader, TensorDataset
 import pytorch_lightning as pl
 
 
+class CrossEntropySteps:
+    """Training and validation steps for the tests' LightningModules (put it first in the bases).
+
+    Batches are ``(x, y, ...)``; the training step returns the cross-entropy, the validation step
+    logs it as ``VAL_LOSS`` (with ``sync_dist=SYNC_DIST``). Each module keeps its own optimizer.
+    """
+
+    VAL_LOSS = "val/loss"
+    SYNC_DIST = False
+
+    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        return nn.functional.cross_entropy(self(batch[0]), batch[1])  # type: ignore[operator]
+
+    def validation_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        loss = nn.functional.cross_entropy(self(batch[0]), batch[1])  # type: ignore[operator]
+        self.log(self.VAL_LOSS, loss, sync_dist=self.SYNC_DIST)  # type: ignore[attr-defined]
+
+
 class SmallCNN(nn.Module):
     """Conv + BatchNorm + ReLU(inplace) + Dropout: the shape of a typical image classifier."""
 

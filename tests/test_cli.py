@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 from lightning_xai import ProbeSet, ProbeSpec, checks
 from lightning_xai.callbacks import AttributionMonitor, DeadReLUMonitor, FeatureDriftMonitor, SanityGate
 
-from .models import SmallCNN, image_data, read_events, trainer
+from .models import CrossEntropySteps, SmallCNN, image_data, read_events, trainer
 
 pytest.importorskip("jsonargparse")
 
@@ -104,7 +104,7 @@ def test_every_callback_argument_is_typed_for_jsonargparse():
 
 
 # ---------------------------------------------------------------------------- probes drawn from specs
-class MaskedModule(pl.LightningModule):
+class MaskedModule(CrossEntropySteps, pl.LightningModule):
     """Batches are ``(x, y, mask)``: the mask is only for the probe."""
 
     def __init__(self) -> None:
@@ -113,12 +113,6 @@ class MaskedModule(pl.LightningModule):
 
     def forward(self, x):
         return self.net(x)
-
-    def training_step(self, batch, i):
-        return nn.functional.cross_entropy(self(batch[0]), batch[1])
-
-    def validation_step(self, batch, i):
-        self.log("val/loss", nn.functional.cross_entropy(self(batch[0]), batch[1]))
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.05)

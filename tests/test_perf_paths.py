@@ -27,6 +27,8 @@ from lightning_xai import functional as F  # noqa: E402
 from lightning_xai.callbacks import AttributionMonitor  # noqa: E402
 from lightning_xai.callbacks._cache import cache_for  # noqa: E402
 
+from .models import CrossEntropySteps  # noqa: E402
+
 TOL = dict(rtol=1e-4, atol=1e-6)
 
 
@@ -194,21 +196,13 @@ def test_probe_is_fixed_and_its_fingerprint_and_device_copies_are_cached(monkeyp
     assert len(ProbeSet(torch.randn(2, 3).bfloat16()).fingerprint()) == 16
 
 
-class _Digitsish(pl.LightningModule):
+class _Digitsish(CrossEntropySteps, pl.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self.net = cnn(inplace=False)
 
     def forward(self, x):  # type: ignore[no-untyped-def]
         return self.net(x)
-
-    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
-        x, y = batch
-        return nn.functional.cross_entropy(self(x), y)
-
-    def validation_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
-        x, y = batch
-        self.log("val/loss", nn.functional.cross_entropy(self(x), y))
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         return torch.optim.SGD(self.parameters(), lr=0.05)

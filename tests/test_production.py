@@ -14,7 +14,7 @@ from lightning_xai import ProbeSet, ProbeSpec
 from lightning_xai import functional as F
 from lightning_xai.callbacks import AttributionMonitor
 
-from .models import LitClassifier, SmallCNN, image_data, read_events, trainer
+from .models import CrossEntropySteps, LitClassifier, SmallCNN, image_data, read_events, trainer
 
 
 # ---------------------------------------------------------------------------- both packages
@@ -23,19 +23,13 @@ def test_both_lightning_packages_accept_the_callbacks(tmp_path, package):
     lp = pytest.importorskip(package)
     ds = image_data(32)
 
-    class Lit(lp.LightningModule):
+    class Lit(CrossEntropySteps, lp.LightningModule):
         def __init__(self):
             super().__init__()
             self.net = SmallCNN()
 
         def forward(self, x):
             return self.net(x)
-
-        def training_step(self, batch, i):
-            return nn.functional.cross_entropy(self(batch[0]), batch[1])
-
-        def validation_step(self, batch, i):
-            self.log("val/loss", nn.functional.cross_entropy(self(batch[0]), batch[1]))
 
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
