@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_xai import ProbeSet
 
+from .ddp_exit import with_exit_cleanup
 from .models import CrossEntropySteps
 
 FEATURES = ["age", "dose mg", "weight/kg", "noise a", "noise b", "noise c"]
@@ -111,7 +112,7 @@ def trainer(callbacks: List[Any], max_epochs: int = 3, logger: Any = False, **kw
     kwargs.setdefault("default_root_dir", tempfile.mkdtemp(prefix="xai-drift-test-"))
     return pl.Trainer(
         max_epochs=max_epochs,
-        callbacks=callbacks,
+        callbacks=with_exit_cleanup(callbacks, kwargs),
         logger=logger,
         accelerator="cpu",
         devices=kwargs.pop("devices", 1),

@@ -17,6 +17,7 @@ sys.path.insert(0, _HERE)
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 
+from ddp_exit import LetGlooFinishAtExit  # noqa: E402
 from helpers_gate import TinyClassifier, fail_on_rank_one_from_epoch, tiny_loaders, tiny_probe  # noqa: E402
 from lightning_xai import checks  # noqa: E402
 from lightning_xai.callbacks import SanityGate  # noqa: E402
@@ -63,9 +64,9 @@ def main(out: str, action: str, strategy: str = "ddp") -> None:
         verbose=False,
     )
     trainer = pl.Trainer(
-        strategy=strategy, accelerator="cpu", devices=2, max_epochs=6, callbacks=[gate, Record(out)],
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, default_root_dir=out,
+        strategy=strategy, accelerator="cpu", devices=2, max_epochs=6,
+        callbacks=[gate, Record(out), LetGlooFinishAtExit()], logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=out,
     )
     train, val = tiny_loaders()
     trainer.fit(TinyClassifier(), train, val)

@@ -21,6 +21,8 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightning_xai import ProbeSet
 
+from .ddp_exit import with_exit_cleanup
+
 CLASSES = 4
 
 
@@ -103,6 +105,7 @@ def tiny_run(
         num_sanity_val_steps=0,
     )
     options.update(trainer_kwargs or {})
+    options["callbacks"] = with_exit_cleanup(options["callbacks"], options)
     trainer = pl.Trainer(**options)
     model = TinyCNN()
     trainer.fit(model, DataLoader(data, batch_size=32), DataLoader(data, batch_size=96))

@@ -8,6 +8,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import pytorch_lightning as pl
 
+from .ddp_exit import with_exit_cleanup
+
 
 class CrossEntropySteps:
     """Training and validation steps for the tests' LightningModules (put it first in the bases).
@@ -132,7 +134,7 @@ def trainer(tmp_path, callbacks=(), max_epochs: int = 2, logger=True, **kwargs) 
         accelerator="cpu",
         devices=kwargs.pop("devices", 1),
         logger=TensorBoardLogger(str(tmp_path), name="run") if logger is True else logger,
-        callbacks=list(callbacks),
+        callbacks=with_exit_cleanup(callbacks, kwargs),
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,

@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from .ddp_exit import with_exit_cleanup
 from .helpers_deadrelu import BranchNet, RankNet, loader, rank_split_data
 from lightning_xai import ProbeSet
 from lightning_xai.callbacks import DeadReLUMonitor
@@ -18,7 +19,8 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="ne
 
 def _fit(tmp_path, monitor, val, devices, strategy, model=None):
     trainer = pl.Trainer(
-        strategy=strategy, accelerator="cpu", devices=devices, max_epochs=1, callbacks=[monitor],
+        strategy=strategy, accelerator="cpu", devices=devices, max_epochs=1,
+        callbacks=with_exit_cleanup([monitor], {"strategy": strategy}),
         logger=TensorBoardLogger(str(tmp_path), name="tb", version=0), enable_progress_bar=False,
         enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
     )
