@@ -463,3 +463,26 @@ def test_fast_unit_counts_equal_the_plain_definition(layout):
     assert torch.equal(positive, (act > 0).sum(dim=dims))  # NaN is not > 0
     torch.testing.assert_close(total, act.sum(dim=dims, dtype=total.dtype), equal_nan=True)
     assert positive[2] == 0
+
+
+def test_fast_unit_counts_reuse_one_buffer_and_stay_exact_past_float32_integers():
+    from lightning_xai.functional.dead_relu import _COUNT_SLICE, _unit_counts
+
+    scratch: dict = {}
+    g = torch.Generator().manual_seed(1)
+    small = torch.relu(torch.randn(4, 3, 5, 5, generator=g))
+    big = torch.relu(torch.randn(9, 8, 64, 64, generator=g))  # several samples per slice, several slices
+    for act in (small, big, small):
+        positive, _ = _unit_counts(act, 1, scratch)
+        assert torch.equal(positive, (act > 0).sum(dim=(0, 2, 3)))
+    buffer = scratch[torch.float32]
+    assert buffer.numel() <= _COUNT_SLICE  # grown once, to one slice, and kept
+    _unit_counts(big, 1, scratch)
+    assert scratch[torch.float32] is buffer
+    # 257 x 65535 positive values in one unit: odd and above 2**24, so not a float32 integer
+    act = torch.ones(257, 1, 256, 256)
+    act[:, 0, 0, 0] = 0.0
+    scratch.clear()
+    positive, total = _unit_counts(act, 1, scratch)
+    assert torch.float32 in scratch  # counted by the sliced sign sums, not the fallback
+    assert positive.item() == 257 * 65535 and positive.dtype == torch.int64

@@ -106,6 +106,8 @@ _CHANNEL_FIRST = (
     nn.modules.pooling._AdaptiveMaxPoolNd,
     nn.Upsample,
 )
+# values per slice of the fast unit count (_unit_counts): a 1 MB float32 buffer, reused
+_COUNT_SLICE = 1 << 18
 
 _RELU_FUNCS = {
     torch.relu,
@@ -431,6 +433,7 @@ class ReLURecorder:
         self._stack: List[_Frame] = []
         self._produced: Dict[int, _Produced] = {}
         self._mode: Optional[_Mode] = None
+        self._scratch: Dict[Any, Tensor] = {}  # _unit_counts' buffer, kept while recording
         self._active = False
 
     # -------------------------------------------------------------- context
@@ -459,6 +462,7 @@ class ReLURecorder:
         self._handles.clear()
         self._stack.clear()
         self._produced.clear()
+        self._scratch.clear()
         self._pop_mode()
         self._active = False
 
@@ -575,7 +579,7 @@ class ReLURecorder:
                 k += 1
             self._names[key] = name
         positions = act.numel() // units
-        positive, batch_sum = _unit_counts(act, unit_dim)
+        positive, batch_sum = _unit_counts(act, unit_dim, self._scratch)
         nonfinite = (~torch.isfinite(batch_sum)).sum()  # NaN / inf anywhere in a unit shows in its sum
         acc = torch.float32 if act.device.type == "mps" else torch.float64
         abs_sum = batch_sum.to(acc)
@@ -600,30 +604,41 @@ class ReLURecorder:
         return act.dim() - 1, "feature"
 
 
-def _unit_counts(act: Tensor, unit_dim: int) -> Tuple[Tensor, Tensor]:
+def _unit_counts(act: Tensor, unit_dim: int, scratch: Optional[Dict[Any, Tensor]] = None) -> Tuple[Tensor, Tensor]:
     """Per unit of a rectified activation: how many values are > 0 (int64) and their sum.
 
     A rectified activation is >= 0 (or NaN), so its sum is the sum of ``|act|``: one reduction, in
     float32 (float64 inputs stay float64). On a CPU, for contiguous float activations, the count is
-    the sum of ``sign(act)`` (0 or 1, exact in floating point below 2**24 values per unit) over a
-    view that reduces the contiguous positions first, a few samples at a time: 2.5x faster than
-    ``(act > 0).sum`` over the same dimensions. A unit holding NaN is counted the exact way.
+    the sum of ``sign(act)`` (0 or 1) over a view that reduces the contiguous positions first,
+    2.5x faster than ``(act > 0).sum`` over the same dimensions. ``sign`` writes into a buffer of at
+    most ``_COUNT_SLICE`` values (``scratch`` keeps it from one call to the next: a fresh temporary
+    of the activation's size, page faults and all, cost twice the count itself), a few samples at a
+    time; each slice's float sums are exact (< 2**24 per unit: fewer positions per sample than that)
+    and are added up as int64. A unit holding NaN is counted the exact way.
     """
     wide = torch.float64 if act.dtype == torch.float64 else torch.float32
     positions = act.numel() // act.shape[unit_dim]
     if (
         act.device.type == "cpu" and act.dtype in (torch.float32, torch.float64) and act.is_contiguous()
-        and unit_dim == 1 and positions < 2**24
+        and unit_dim == 1 and act.shape[0] > 0 and positions // act.shape[0] < 2**24
     ):
         v = act.view(act.shape[0], act.shape[1], -1)
         batch_sum = v.sum(2, dtype=wide).sum(0)
         if bool(torch.isfinite(batch_sum).all()):
-            # sign() makes a float temporary: a few samples at a time keep it small (<= 16 MB)
-            step = max(1, (1 << 22) // max(1, v.shape[1] * v.shape[2]))
-            count = v[:step].sign().sum(2).sum(0)
-            for start in range(step, v.shape[0], step):
-                count += v[start : start + step].sign().sum(2).sum(0)
-            return count.long(), batch_sum
+            per_sample = max(1, v.shape[1] * v.shape[2])
+            step = max(1, _COUNT_SLICE // per_sample)  # a slice's per-unit sum stays below 2**24
+            size = min(step, v.shape[0]) * per_sample
+            buffer = None if scratch is None else scratch.get(act.dtype)
+            if buffer is None or buffer.numel() < size:
+                buffer = torch.empty(size, dtype=act.dtype)
+                if scratch is not None:
+                    scratch[act.dtype] = buffer
+            count = torch.zeros(v.shape[1], dtype=torch.int64)
+            for start in range(0, v.shape[0], step):
+                part = v[start : start + step]
+                signs = torch.sign(part, out=buffer[: part.numel()].view(part.shape))
+                count += signs.sum(2).sum(0).long()
+            return count, batch_sum
     dims = [d for d in range(act.dim()) if d != unit_dim]
     count_dtype = torch.int32 if positions < 2**31 else torch.int64  # int32 sums are 5x faster on a CPU
     positive = ((act > 0).sum(dim=dims, dtype=count_dtype) if dims else (act > 0).to(count_dtype)).long()
