@@ -479,6 +479,14 @@ def test_fast_unit_counts_reuse_one_buffer_and_stay_exact_past_float32_integers(
     assert buffer.numel() <= _COUNT_SLICE  # grown once, to one slice, and kept
     _unit_counts(big, 1, scratch)
     assert scratch[torch.float32] is buffer
+    # made under inference mode (Lightning's validation), used outside it, and the other way round
+    for first, then in ((torch.inference_mode, torch.no_grad), (torch.no_grad, torch.inference_mode)):
+        scratch.clear()
+        with first():
+            _unit_counts(big, 1, scratch)
+        with then():
+            positive, _ = _unit_counts(big, 1, scratch)
+        assert torch.equal(positive, (big > 0).sum(dim=(0, 2, 3)))
     # 257 x 65535 positive values in one unit: odd and above 2**24, so not a float32 integer
     act = torch.ones(257, 1, 256, 256)
     act[:, 0, 0, 0] = 0.0

@@ -630,7 +630,8 @@ def _unit_counts(act: Tensor, unit_dim: int, scratch: Optional[Dict[Any, Tensor]
             size = min(step, v.shape[0]) * per_sample
             buffer = None if scratch is None else scratch.get(act.dtype)
             if buffer is None or buffer.numel() < size:
-                buffer = torch.empty(size, dtype=act.dtype)
+                with torch.inference_mode(False):  # a normal tensor: writable in and out of inference mode
+                    buffer = torch.empty(size, dtype=act.dtype)
                 if scratch is not None:
                     scratch[act.dtype] = buffer
             count = torch.zeros(v.shape[1], dtype=torch.int64)
