@@ -4,7 +4,7 @@ Workload (CIFAR-size, synthetic so nothing is downloaded): 3x32x32 images of 10 
 random pattern per class plus noise), ``--train-size`` training samples (default 50000, the size of
 CIFAR-10's training set and of the reference run the performance targets come from; batch 64),
 512 validation samples, the ResNet-ish CNN of ``benchmarks/_common.py`` (``--small``: the 78k-parameter
-one; default also the small one, so that an epoch takes seconds on a CPU), Adam, a TensorBoard
+one; default also the small one, so that an epoch takes under a minute on a CPU), Adam, a TensorBoard
 logger in every variant, one validation per epoch, probe of ``--probe`` (default 32) validation
 samples.
 
