@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import atexit
 import time
-from typing import Any, Dict, List
+from typing import Any, List
 
 import pytorch_lightning as pl
 import torch
@@ -42,10 +42,9 @@ class LetGlooFinishAtExit(pl.Callback):
             _REGISTERED = True
 
 
-def with_exit_cleanup(callbacks: Any, trainer_kwargs: Dict[str, Any]) -> List[Any]:
-    """``callbacks`` as a list, plus :class:`LetGlooFinishAtExit` when the strategy is a DDP one."""
+def with_exit_cleanup(callbacks: Any, strategy: Any) -> List[Any]:
+    """``callbacks`` as a list, plus :class:`LetGlooFinishAtExit` when ``strategy`` is a DDP one."""
     out = list(callbacks or [])
-    strategy = trainer_kwargs.get("strategy")
     if isinstance(strategy, str) and strategy.startswith("ddp"):
         out.append(LetGlooFinishAtExit())
     return out

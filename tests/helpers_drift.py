@@ -112,7 +112,7 @@ def trainer(callbacks: List[Any], max_epochs: int = 3, logger: Any = False, **kw
     kwargs.setdefault("default_root_dir", tempfile.mkdtemp(prefix="xai-drift-test-"))
     return pl.Trainer(
         max_epochs=max_epochs,
-        callbacks=with_exit_cleanup(callbacks, kwargs),
+        callbacks=with_exit_cleanup(callbacks, kwargs.get("strategy")),
         logger=logger,
         accelerator="cpu",
         devices=kwargs.pop("devices", 1),

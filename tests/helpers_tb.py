@@ -105,7 +105,7 @@ def tiny_run(
         num_sanity_val_steps=0,
     )
     options.update(trainer_kwargs or {})
-    options["callbacks"] = with_exit_cleanup(options["callbacks"], options)
+    options["callbacks"] = with_exit_cleanup(options["callbacks"], options.get("strategy"))
     trainer = pl.Trainer(**options)
     model = TinyCNN()
     trainer.fit(model, DataLoader(data, batch_size=32), DataLoader(data, batch_size=96))

@@ -134,7 +134,7 @@ def trainer(tmp_path, callbacks=(), max_epochs: int = 2, logger=True, **kwargs) 
         accelerator="cpu",
         devices=kwargs.pop("devices", 1),
         logger=TensorBoardLogger(str(tmp_path), name="run") if logger is True else logger,
-        callbacks=with_exit_cleanup(callbacks, kwargs),
+        callbacks=with_exit_cleanup(callbacks, kwargs.get("strategy")),
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="ne
 def _fit(tmp_path, monitor, val, devices, strategy, model=None):
     trainer = pl.Trainer(
         strategy=strategy, accelerator="cpu", devices=devices, max_epochs=1,
-        callbacks=with_exit_cleanup([monitor], {"strategy": strategy}),
+        callbacks=with_exit_cleanup([monitor], strategy),
         logger=TensorBoardLogger(str(tmp_path), name="tb", version=0), enable_progress_bar=False,
         enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
     )
