@@ -13,8 +13,13 @@ Example:
 
 from . import checks, functional
 from .errors import SanityCheckError
+from .functional.methods import AttributionMethod, get_method, register_method
 from .probe import ProbeSet, ProbeSpec
+from .renderers import Renderer, RenderContext, register_renderer
 
 __version__ = "0.1.0"
 
-__all__ = ["ProbeSet", "ProbeSpec", "checks", "functional", "SanityCheckError", "__version__"]
+__all__ = [
+    "ProbeSet", "ProbeSpec", "checks", "functional", "SanityCheckError", "__version__",
+    "AttributionMethod", "get_method", "register_method", "Renderer", "RenderContext", "register_renderer",
+]

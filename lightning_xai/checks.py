@@ -42,8 +42,8 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -52,7 +52,8 @@ import torch
 from torch import Tensor, nn
 
 from . import functional as F
-from .functional import attribution as _attribution
+from .engine import first_output, resolve_target
+from .functional.methods import MethodCall, MethodLike
 from .probe import ProbeSet
 
 __all__ = [
@@ -71,16 +72,18 @@ __all__ = [
     "Finite",
     "Custom",
     "DRIFT_METRICS",
+    "json_number",
     "run",
+    "validate",
 ]
 
 #: Metrics that FeatureDriftMonitor logs under ``xai/drift/<method>/<metric>/{prev,ref}``.
-DRIFT_METRICS: Tuple[str, ...] = (
-    "spearman", "kendall", "topk_overlap", "ndcg", "js_divergence", "map_spearman", "map_ssim",
-)
+DRIFT_METRICS: Tuple[str, ...] = F.DRIFT_METRICS
 _DIVERGENCES = ("js_divergence",)
 
-MethodSpec = Union[str, Callable[..., Tensor], Mapping[str, Mapping[str, Any]]]
+#: a method as every check takes it: anything :func:`lightning_xai.functional.get_method` accepts, or
+#: ``{method: options}``
+MethodSpec = Union[MethodLike, Mapping[Any, Mapping[str, Any]]]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -110,15 +113,21 @@ class CheckResult:
         """A JSON-friendly dict (NaN and infinities as strings, as JSON has no literal for them)."""
         return {
             "name": self.name,
-            "value": _json_number(self.value),
+            "value": json_number(self.value),
             "passed": bool(self.passed),
             "skipped": bool(self.skipped),
             "reason": self.reason,
-            "details": {k: _json_number(v) if isinstance(v, float) else v for k, v in self.details.items()},
+            "details": {k: json_number(v) if isinstance(v, float) else v for k, v in self.details.items()},
         }
 
 
-def _json_number(v: float) -> Union[float, str]:
+def json_number(v: float) -> Union[float, str]:
+    """``v`` as JSON can hold it: finite numbers as they are, NaN and infinities as strings.
+
+    Example:
+        >>> json_number(0.5), json_number(float("nan"))
+        (0.5, 'nan')
+    """
     v = float(v)
     return v if math.isfinite(v) else str(v)
 
@@ -132,25 +141,6 @@ class CheckSetup:
     classes: Optional[int] = None
     callbacks: Sequence[Any] = ()
     gate: Any = None
-
-
-def _resolve_target(target: Any, outputs: Tensor, probe: ProbeSet) -> Optional[Tensor]:
-    if outputs.dim() == 1 or outputs.shape[1] == 1:
-        return None
-    if target == "predicted":
-        return outputs.argmax(1)
-    if target == "true":
-        if probe.targets is None:
-            raise ValueError("target='true' needs a probe with targets: build it with ProbeSet(inputs, targets)")
-        return probe.targets.to(outputs.device).long()
-    if isinstance(target, int) and not isinstance(target, bool):
-        return torch.full((outputs.shape[0],), target, dtype=torch.long, device=outputs.device)
-    if isinstance(target, Tensor):
-        return target.to(outputs.device).long().reshape(-1)
-    if callable(target):
-        t = torch.as_tensor(target(outputs, probe.targets), device=outputs.device).long().reshape(-1)
-        return t.expand(outputs.shape[0]) if t.numel() == 1 else t
-    raise TypeError(f"target must be 'predicted', 'true', an int, a tensor or a callable; got {target!r}")
 
 
 class CheckContext:
@@ -173,7 +163,7 @@ class CheckContext:
         *,
         target: Any = "predicted",
         outputs: Optional[Tensor] = None,
-        attribute: Optional[Callable[[str, Dict[str, Any]], Tensor]] = None,
+        attribute: Optional[Callable[[MethodCall], Tensor]] = None,
         metrics: Optional[Mapping[str, Any]] = None,
         trainer: Any = None,
         chunk_size: Optional[int] = None,
@@ -186,7 +176,7 @@ class CheckContext:
         self._attribute = attribute
         self._outputs = outputs
         self._maps: Dict[Any, Tensor] = {}
-        self.target: Optional[Tensor] = _resolve_target(target, self.outputs, probe)
+        self.target: Optional[Tensor] = resolve_target(target, self.outputs, probe.targets)
 
     @property
     def epoch(self) -> Optional[int]:
@@ -207,7 +197,7 @@ class CheckContext:
         if self._outputs is None:
             with F.explaining(self.model), torch.no_grad():
                 out = self.model(self.inputs)
-            self._outputs = (out[0] if isinstance(out, (tuple, list)) else out).detach()
+            self._outputs = first_output(out).detach()
         return self._outputs
 
     def selected_outputs(self, inputs: Optional[Tensor] = None) -> Tensor:
@@ -216,37 +206,28 @@ class CheckContext:
             out = self.outputs
         else:
             with F.explaining(self.model), torch.no_grad():
-                out = self.model(inputs)
-            out = out[0] if isinstance(out, (tuple, list)) else out
-        return _attribution._select_output(out.detach(), self.target)
+                out = first_output(self.model(inputs))
+        return F.select_output(out.detach(), self.target)
 
     def explainer(self, method: MethodSpec) -> Callable[[nn.Module, Tensor, Optional[Tensor]], Tensor]:
         """``fn(model, inputs, target) -> maps`` for a method spec (to explain copies of the model)."""
-        name, options = _parse_method(method)
-        if callable(name):
-            fn = name
-
-            def call(model: nn.Module, x: Tensor, t: Optional[Tensor]) -> Tensor:
-                return torch.as_tensor(fn(model, x, t))
-
-            return call
-        opts = dict(options)
-        opts.setdefault("chunk_size", self.chunk_size)
+        call = _parse_method(method)
+        extra = {} if self.chunk_size is None else {"chunk_size": self.chunk_size}
 
         def explain(model: nn.Module, x: Tensor, t: Optional[Tensor]) -> Tensor:
-            return F.attribute(model, x, t, name, **opts)
+            return call(model, x, t, **extra)
 
         return explain
 
     def attributions(self, method: MethodSpec) -> Tensor:
         """The probe's maps for ``method`` and the epoch's targets (shared with the monitors inside a gate)."""
-        name, options = _parse_method(method)
-        key = (name if isinstance(name, str) else ("callable", id(name)), _freeze(options))
+        call = _parse_method(method)
+        key = call.key
         if key not in self._maps:
-            if isinstance(name, str) and self._attribute is not None:
-                maps = self._attribute(name, dict(options))
+            if self._attribute is not None:
+                maps = self._attribute(call)
             else:
-                maps = self.explainer(method)(self.model, self.inputs, self.target)
+                maps = self.explainer(call)(self.model, self.inputs, self.target)
             if maps.shape[0] != len(self.probe):
                 raise ValueError(
                     f"the method {_method_label(method)} returned maps of shape {tuple(maps.shape)} for "
@@ -261,53 +242,22 @@ class CheckContext:
         return list(self._maps.values())
 
 
-def _freeze(options: Mapping[str, Any]) -> Any:
-    out = []
-    for k, v in sorted(options.items()):
-        if isinstance(v, Tensor):
-            v = ("tensor", tuple(v.shape), float(v.double().sum()))
-        out.append((k, v if isinstance(v, (int, float, str, type(None), tuple)) else repr(v)))
-    return tuple(out)
-
-
 # ----------------------------------------------------------------------------------------------
 # argument helpers
 # ----------------------------------------------------------------------------------------------
-_NOT_OPTIONS = {"model", "inputs", "target", "generator", "return_convergence_delta"}
+def _parse_method(method: Any) -> MethodCall:
+    """One method (with its options, checked) as a :class:`~lightning_xai.functional.MethodCall`."""
+    if isinstance(method, MethodCall):
+        return method
+    if isinstance(method, Mapping) and len(method) != 1:
+        raise ValueError(f"give one method per check, e.g. {{'integrated_gradients': {{'n_steps': 64}}}}; got {list(method)}")
+    if isinstance(method, (list, tuple)):
+        raise TypeError(f"give one method per check, not a list: {method!r}")
+    return next(iter(F.resolve_methods(method).values()))
 
 
-def _method_options(name: str) -> List[str]:
-    fn = _attribution._SINGLE[name]
-    return [p for p in inspect.signature(fn).parameters if p not in _NOT_OPTIONS]
-
-
-def _parse_method(method: MethodSpec) -> Tuple[Any, Dict[str, Any]]:
-    if isinstance(method, str):
-        F.check_method(method)
-        return method, {}
-    if isinstance(method, Mapping):
-        if len(method) != 1:
-            raise ValueError(f"give one method per check, e.g. {{'integrated_gradients': {{'n_steps': 64}}}}; got {list(method)}")
-        name, options = next(iter(method.items()))
-        F.check_method(name)
-        options = dict(options or {})
-        bad = set(options) - set(_method_options(name))
-        if bad:
-            raise ValueError(
-                f"unknown option(s) {', '.join(sorted(bad))} for {name!r}; it takes {', '.join(_method_options(name))}"
-            )
-        return name, options
-    if callable(method):
-        return method, {}
-    raise TypeError(
-        f"method must be a method name ({', '.join(F.METHODS)}), {{name: options}}, or a callable "
-        f"fn(model, inputs, target) -> maps; got {type(method).__name__}"
-    )
-
-
-def _method_label(method: MethodSpec) -> str:
-    name, _ = _parse_method(method)
-    return name if isinstance(name, str) else getattr(name, "__name__", type(name).__name__)
+def _method_label(method: Any) -> str:
+    return _parse_method(method).name
 
 
 def _number(value: Any, what: str, low: Optional[float] = None, high: Optional[float] = None) -> float:
@@ -682,24 +632,19 @@ class Completeness(Check):
         self.n_steps = n_steps
         self.baseline = baseline
         self.rule = rule
-        self._ig_fn = self._ig  # one bound method, so that its maps are computed once per epoch
 
     def _options(self) -> Dict[str, Any]:
         opts: Dict[str, Any] = {"n_steps": self.n_steps}
         if self.baseline is not None:
             opts["baseline"] = self.baseline
+        if self.rule != "gausslegendre":  # the default rule is left out, so the key equals a monitor's
+            opts["method"] = self.rule
         return opts
 
-    def _ig(self, model: nn.Module, x: Tensor, t: Optional[Tensor]) -> Tensor:
-        # F.attribute's own ``method`` argument shadows integrated gradients' ``method`` option,
-        # so a non-default rule is computed here directly
-        return F.integrated_gradients(model, x, t, method=self.rule, **self._options())  # type: ignore[return-value]
-
     def evaluate(self, ctx: CheckContext) -> CheckResult:
-        spec: MethodSpec = {"integrated_gradients": self._options()} if self.rule == "gausslegendre" else self._ig_fn
-        attr = ctx.attributions(spec)
+        attr = ctx.attributions({"integrated_gradients": self._options()})
         x = ctx.inputs
-        base = _attribution._baseline(self.baseline, x)
+        base = F.baseline_like(self.baseline, x)
         err = float(F.completeness_error(attr, ctx.selected_outputs(), ctx.selected_outputs(base)))
         return self._at_most(err, self.max_error, f"relative completeness error of integrated gradients, {self.n_steps} steps")
 
@@ -707,7 +652,17 @@ class Completeness(Check):
 # ----------------------------------------------------------------------------------------------
 # values from the monitors
 # ----------------------------------------------------------------------------------------------
+def declares(callback: Any, key: str) -> bool:
+    """Whether ``callback`` declares that it logs ``key`` (its ``declared_metrics()``: tag patterns,
+    regular expressions matched whole)."""
+    declared = getattr(callback, "declared_metrics", None)
+    if not callable(declared):
+        return False
+    return any(re.fullmatch(pattern, key) for pattern in declared())
+
+
 class _MetricCheck(Check):
+    #: the monitor that logs the value, named in messages when none is attached
     monitor = ""
 
     def __init__(self, key: str, missing: str, name: Optional[str]) -> None:
@@ -719,17 +674,19 @@ class _MetricCheck(Check):
         self._last_seen: Any = None
 
     def setup(self, setup: CheckSetup) -> None:
-        names = [type(cb).__name__ for cb in setup.callbacks]
-        if setup.gate is None or setup.gate not in list(setup.callbacks):
+        callbacks = list(setup.callbacks)
+        if setup.gate is None or setup.gate not in callbacks:
             return
-        pos = list(setup.callbacks).index(setup.gate)
-        if self.monitor in names[pos + 1:]:
+        pos = callbacks.index(setup.gate)
+        later = [cb for cb in callbacks[pos + 1:] if declares(cb, self.key)]
+        if later:
+            who = type(later[0]).__name__
             raise ValueError(
-                f"{self.name} reads {self.key!r}, which {self.monitor} logs, but {self.monitor} comes after "
-                f"SanityGate in the callbacks and runs after it: put {self.monitor} before SanityGate in "
+                f"{self.name} reads {self.key!r}, which {who} logs, but {who} comes after "
+                f"SanityGate in the callbacks and runs after it: put {who} before SanityGate in "
                 "Trainer(callbacks=[...])"
             )
-        if self.monitor not in names[:pos]:
+        if not any(declares(cb, self.key) for cb in callbacks[:pos]):
             warnings.warn(
                 f"{self.name} reads {self.key!r} from trainer.callback_metrics but no {self.monitor} comes before "
                 f"SanityGate in the callbacks; add one before the gate (else the check "
@@ -817,7 +774,7 @@ class Drift(_MetricCheck):
         min_value: Optional[float] = None,
         *,
         max_value: Optional[float] = None,
-        method: str = "saliency",
+        method: MethodLike = "saliency",
         against: str = "ref",
         missing: str = "fail",
         name: Optional[str] = None,
@@ -826,7 +783,7 @@ class Drift(_MetricCheck):
             raise ValueError(f"unknown drift metric {metric!r}; FeatureDriftMonitor logs {', '.join(DRIFT_METRICS)}")
         if against not in ("ref", "prev"):
             raise ValueError(f"against must be 'ref' or 'prev', got {against!r}")
-        F.check_method(method)
+        method = F.check_method(method)
         if min_value is None and max_value is None:
             raise ValueError(f"Drift({metric!r}) needs a bound: min_value=... (similarities) or max_value=... (divergences)")
         if metric in _DIVERGENCES and min_value is not None:

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from lightning_xai import ProbeSet
 from lightning_xai import functional as F
 from lightning_xai.callbacks import AttributionMonitor
-from lightning_xai.callbacks import _dashboard as dash
+from lightning_xai import sink as dash
 from lightning_xai.callbacks._base import XAICallback
 
 from .helpers_tb import TinyCNN, accumulator, blob_data, event_files, layouts_in, texts_in, tiny_run

@@ -255,13 +255,13 @@ def test_monitor_predicted_target_costs_one_forward_and_automatic_chunk_follows_
     trio = AttributionMonitor(probe, methods={"saliency": {}, "input_x_gradient": {}, "grad_cam": {"layer": "net.2"}}, log_images=False)
     # training batches of 8 < probe of 12: the automatic chunk size is 8 rows
     trainer, _ = _fit([counter, trio, stop], tmp_path, batch_size=8, epochs=2)
-    assert trio._train_batch_size == 8
+    assert trio.chunking.batch_rows == 8
     assert stop.epochs == [[8, 4], [8, 4]]  # one pass over the probe per epoch, in chunks of 8; no extra forward
     # the outputs kept for the epoch are the pass's own and equal a plain forward of the probe
     model = trainer.lightning_module
     with torch.no_grad():
         plain = model.eval()(probe.inputs)
-    key = trio._outputs_key()  # ("__outputs__", fingerprint, dtype)
+    key = cache_for(trainer).outputs_key(probe, trio.dtype, trainer.global_step)
     torch.testing.assert_close(cache_for(trainer).get(key), plain)
     # and the maps are those of the functional API with the predicted class
     expected = F.attribute_many(model, probe.inputs, plain.argmax(1), ["saliency", "input_x_gradient", "grad_cam"], layer="net.2")

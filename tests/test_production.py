@@ -106,7 +106,7 @@ def test_out_of_memory_halves_the_chunk_and_retries(tmp_path):
     tr = trainer(tmp_path, [monitor], max_epochs=2)
     with pytest.warns(RuntimeWarning, match="out of memory while explaining with chunk_size=16; retrying with chunk_size=8"):
         tr.fit(LitClassifier(inner), *[DataLoader(ds, batch_size=4)] * 2)
-    assert monitor._chunk_size == 4  # kept for the next epochs: no more retries there
+    assert monitor.chunking.current == 4  # kept for the next epochs: no more retries there
     ref = F.integrated_gradients(inner.net.eval(), probe.inputs, probe.targets)
     assert torch.allclose(monitor.last_attributions["integrated_gradients"], ref, atol=1e-6)
 
@@ -160,8 +160,8 @@ def test_on_error_warn_restores_the_state_a_failed_epoch_had_changed(tmp_path):
 
         setattr(cb, name, failing)
 
-    fail_at(drift, "_log_scalars", 1)  # after update(): history, reference, last maps
-    fail_at(monitor, "_log_image", 2)  # after _render(): colour scale, clipped share
+    fail_at(drift, "_publish", 1)  # after update(): history, reference, last maps
+    fail_at(monitor, "_summary_markdown", 2)  # after _render(): colour scale, clipped share
     tr = trainer(tmp_path, [monitor, drift], max_epochs=3)
     with pytest.warns(UserWarning, match="failed and was skipped.*injected logging failure"):
         tr.fit(LitClassifier(SmallCNN()), *[DataLoader(ds, batch_size=32)] * 2)

@@ -1,6 +1,6 @@
 """Lightning callbacks: thin orchestrators over :mod:`lightning_xai.functional`."""
 
-from ._dashboard import log_text, write_layout
+from ..sink import log_text, write_layout
 from .attribution import AttributionMonitor
 from .dead_relu import DeadReLUMonitor
 from .drift import FeatureDriftMonitor

@@ -1,98 +1,42 @@
-"""What every lightning_xai callback shares: probe handling, targets, the attribution cache, logging."""
+"""What every lightning_xai callback shares: the probe, the target rule, scheduling and checkpoint state.
+
+The work itself is elsewhere: attributions come from the per-trainer
+:class:`~lightning_xai.engine.AttributionEngine`, logging goes through a
+:class:`~lightning_xai.sink.LogSink`. A callback decides when to run and what to log.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import warnings
-from contextlib import ExitStack
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .. import functional as F
-from .._lightning import Callback, TensorBoardLoggers, rank_zero_warn
+from .._lightning import Callback, rank_zero_warn
+from ..engine import AttributionEngine, Chunking, Shard, check_target_rule, first_output, resolve_target, target_key
 from ..errors import SanityCheckError
+from ..functional.methods import MethodCall
 from ..probe import ProbeSet, ProbeSpec, split_item
-from ._cache import cache_for
-from ._dashboard import ensure_layout, log_text, tensorboard_writers
+from ..sink import LogSink
+from ._cache import engine_for
 
-__all__ = ["XAICallback", "normalize_methods", "TargetSpec"]
+__all__ = ["XAICallback", "TargetSpec"]
 
 TargetSpec = Union[str, int, Callable[[Tensor, Optional[Tensor]], Tensor]]
-
-_METHOD_OPTIONS = {
-    "saliency": {"chunk_size"},
-    "input_x_gradient": {"chunk_size"},
-    "integrated_gradients": {"baseline", "n_steps", "method", "chunk_size"},
-    "smoothgrad": {"n_samples", "noise", "seed", "chunk_size"},
-    "grad_cam": {"layer", "upsample", "chunk_size"},
-    "occlusion": {"window", "stride", "baseline", "chunk_size"},
-}
-
-
-def normalize_methods(methods: Union[str, Sequence[str], Mapping[str, Mapping[str, Any]]]) -> Dict[str, Dict[str, Any]]:
-    """``"saliency"``, ``["saliency", ...]`` or ``{"integrated_gradients": {"n_steps": 64}}`` -> dict.
-
-    Unknown method names and unknown options raise a ``ValueError`` that lists the known ones.
-    """
-    if isinstance(methods, str):
-        methods = [methods]
-    if isinstance(methods, Mapping):
-        items = [(k, dict(v or {})) for k, v in methods.items()]
-    else:
-        items = [(m, {}) for m in methods]
-    if not items:
-        raise ValueError(f"methods is empty: name at least one of {', '.join(F.METHODS)}")
-    out: Dict[str, Dict[str, Any]] = {}
-    for name, options in items:
-        if not (isinstance(name, str) and name in F.METHODS):
-            from ..functional.captum_bridge import captum_class
-
-            cls = captum_class(name)
-            if cls is not None:  # any Captum attribution class, by class or by name
-                out[cls.__name__] = options
-                continue
-        F.check_method(name)
-        bad = set(options) - _METHOD_OPTIONS[name]
-        if bad:
-            raise ValueError(
-                f"unknown option(s) {', '.join(sorted(bad))} for {name!r}; it takes "
-                f"{', '.join(sorted(_METHOD_OPTIONS[name]))}"
-            )
-        out[name] = options
-    return out
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, Tensor):
-        import hashlib
-
-        data = value.detach().cpu().contiguous()
-        digest = hashlib.sha1(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"").hexdigest()
-        return ("tensor", tuple(value.shape), str(value.dtype), digest)
-    if isinstance(value, nn.Module):
-        return ("module", id(value))
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    return value
-
 
 class XAICallback(Callback):
     """Base of the lightning_xai callbacks (not used directly).
 
     Holds the probe, the target rule and ``every_n_epochs``; validates them against the model at
-    ``setup``; computes attributions through the per-trainer cache; logs scalars through every
-    Lightning logger and images to TensorBoard.
+    ``setup``; asks the trainer's attribution engine for maps; logs through a log sink.
 
     The first lightning_xai callback of a run to start (``on_fit_start`` or ``on_validation_start``)
     writes the custom-scalars dashboard layout to each TensorBoard logger, once per log directory
-    (:func:`lightning_xai.callbacks._dashboard.ensure_layout`). Subclasses say which of its categories
-    they fill in ``dashboard_categories``; subclasses that override these hooks call ``super()``.
+    (:func:`lightning_xai.sink.ensure_layout`). Subclasses say which of its categories they fill in
+    ``dashboard_categories``; subclasses that override these hooks call ``super()``.
     """
 
     #: hooks whose failures ``on_error="warn"`` turns into a warning (set-up errors always raise)
@@ -136,19 +80,17 @@ class XAICallback(Callback):
             )
         if not isinstance(every_n_epochs, int) or isinstance(every_n_epochs, bool) or every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be an int >= 1, got {every_n_epochs!r}")
-        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
         if on_error not in ("raise", "warn"):
             raise ValueError(f"on_error must be 'raise' or 'warn', got {on_error!r}")
-        self._check_target_spec(target, probe if isinstance(probe, ProbeSet) else None)
+        check_target_rule(target, probe if isinstance(probe, ProbeSet) else None)
         self.probe: Any = probe
         self.target = target
         self.every_n_epochs = every_n_epochs
+        #: rows per pass: ``chunk_size``, halved after an out-of-memory error, capped at the training batch
+        self.chunking = Chunking(chunk_size)
         self.chunk_size = chunk_size
         self.on_error = on_error
         self.dtype = _attribution_dtype(dtype)
-        #: the chunk size in use: ``chunk_size``, halved after an out-of-memory error
-        self._chunk_size: Optional[int] = chunk_size
         self._warned: set = set()
         #: the probe part of ``state_key``, fixed at construction: a ``ProbeSpec`` keeps its key once drawn,
         #: so a checkpoint written after the draw loads into a callback that has not drawn yet
@@ -157,8 +99,6 @@ class XAICallback(Callback):
         )
         #: the probe state of a checkpoint loaded before a ``ProbeSpec`` was drawn (compared once drawn)
         self._pending_probe_state: Optional[Mapping[str, Any]] = None
-        #: rows in the first training batch of the run (caps the automatic chunk size; 0: unknown)
-        self._train_batch_size: Optional[int] = None
 
     # ------------------------------------------------------------------ identity and scheduling
     @property
@@ -166,8 +106,13 @@ class XAICallback(Callback):
         return self._generate_state_key(**self._state_key_fields())
 
     def _state_key_fields(self) -> Dict[str, Any]:
-        fields: Dict[str, Any] = {"target": self._target_key(), "dtype": str(self.dtype).replace("torch.", "")}
+        fields: Dict[str, Any] = {"target": target_key(self.target), "dtype": str(self.dtype).replace("torch.", "")}
         return {"probe": self._probe_key, **fields}
+
+    def declared_metrics(self) -> Tuple[str, ...]:
+        """The scalar tags this callback logs, as regular expressions matched whole (checks that read a
+        logged value find the callback that provides it by these)."""
+        return ()
 
     @property
     def probe_ready(self) -> bool:
@@ -195,7 +140,7 @@ class XAICallback(Callback):
         if loader is None:
             return False
         self.probe = spec.build_from(loader)
-        self._check_target_spec(self.target, self.probe)
+        check_target_rule(self.target, self.probe)
         self._on_probe_drawn()
         if self._pending_probe_state is not None:
             pending, self._pending_probe_state = self._pending_probe_state, None
@@ -216,24 +161,7 @@ class XAICallback(Callback):
             )
         return (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
-    # ------------------------------------------------------------------ targets
-    @staticmethod
-    def _check_target_spec(target: Any, probe: Optional[ProbeSet]) -> None:
-        if isinstance(target, str):
-            if target not in ("predicted", "true"):
-                raise ValueError(
-                    f"target must be 'predicted', 'true', a class index or a callable; got {target!r}"
-                )
-            if target == "true" and probe is not None and probe.targets is None:
-                raise ValueError(
-                    "target='true' needs a probe with targets: build it with ProbeSet(inputs, targets) "
-                    "or from a dataset whose items carry labels"
-                )
-        elif isinstance(target, bool) or not (isinstance(target, int) or callable(target)):
-            raise TypeError(f"target must be 'predicted', 'true', an int class index or a callable; got {target!r}")
-        elif isinstance(target, int) and target < 0:
-            raise ValueError(f"target class index must be >= 0, got {target}")
-
+    # ------------------------------------------------------------------ the model
     def _probe_fits(self, pl_module: nn.Module, fix: str = "") -> Any:
         """The model's output on two probe samples (eval, no grad), or a ValueError naming the fix.
 
@@ -264,8 +192,7 @@ class XAICallback(Callback):
         out = self._probe_fits(pl_module)
         if out is None:
             return None
-        if isinstance(out, (tuple, list)):
-            out = out[0]
+        out = first_output(out)
         if not isinstance(out, Tensor) or out.dim() not in (1, 2):
             raise ValueError(
                 f"{type(self).__name__}: {type(pl_module).__name__} returns "
@@ -293,271 +220,40 @@ class XAICallback(Callback):
                 )
         return classes
 
-    def _outputs_key(self) -> Any:
-        assert self.probe is not None
-        return ("__outputs__", self.probe.fingerprint(), str(self.dtype))
+    # ------------------------------------------------------------------ the engine
+    def _engine(self, trainer: Any) -> AttributionEngine:
+        return engine_for(trainer)
 
     def _outputs(self, trainer: Any, pl_module: nn.Module) -> Tensor:
-        """The model's outputs on the probe this epoch (computed once per epoch, shared).
-
-        When a gradient pass over the probe ran first this epoch, its forward already gave them.
-        """
-        assert self.probe is not None
-        key = self._outputs_key()
-
-        cache = cache_for(trainer)
-
-        def compute() -> Tensor:
-            x = self.probe.inputs_for(pl_module)  # type: ignore[union-attr]
-            # callbacks that only watch the forward (DeadReLUMonitor) ride on this one pass
-            taps = cache.taps_for(key[1])
-
-            def attempt(c: int) -> Tuple[Tensor, List[Tuple[Any, Any]]]:
-                with ExitStack() as stack:  # fresh watchers for each attempt: a retry never double-counts
-                    watchers = [(k, stack.enter_context(factory(pl_module))) for k, factory in taps]
-                    out = torch.cat([_first(pl_module(x[s : s + c])) for s in range(0, x.shape[0], c)])
-                return out, watchers
-
-            # in the callback's dtype (the key says which), wherever this is first asked for
-            with F.computing_in(pl_module, self.dtype, x.device.type) as in_dtype, F.explaining(pl_module), torch.no_grad():
-                if x.is_floating_point():
-                    x = x.to(in_dtype)
-                (out, watchers), self._chunk_size = self._with_oom_retry(attempt, self._chunk_size, x.shape[0])
-            for k, watcher in watchers:
-                cache.put(k, watcher)
-            return out.detach()
-
-        return cache.get_or_compute(key, compute)
+        """The model's outputs on the probe this epoch (computed once, shared with the other callbacks)."""
+        assert isinstance(self.probe, ProbeSet)
+        return self._engine(trainer).outputs(
+            pl_module, self.probe, dtype=self.dtype, chunking=self.chunking, step=trainer.global_step
+        )
 
     def _resolve_target(self, trainer: Any, pl_module: nn.Module) -> Optional[Tensor]:
-        assert self.probe is not None
-        out = self._outputs(trainer, pl_module)
-        if out.dim() == 1 or out.shape[1] == 1:
-            return None
-        if self.target == "predicted":
-            return out.argmax(1)
-        if self.target == "true":
-            assert self.probe.targets is not None
-            return self.probe.targets.to(out.device).long()
-        if isinstance(self.target, int):
-            return torch.full((out.shape[0],), self.target, dtype=torch.long, device=out.device)
-        t = self.target(out, None if self.probe.targets is None else self.probe.targets.to(out.device))  # type: ignore[operator]
-        t = torch.as_tensor(t, device=out.device).long().reshape(-1)
-        if t.numel() == 1:
-            t = t.expand(out.shape[0])
-        if t.numel() != out.shape[0] or int(t.max()) >= out.shape[1] or int(t.min()) < 0:
-            raise ValueError(
-                f"the target callable returned {t.tolist()[:8]}...; it must return one class index in "
-                f"0..{out.shape[1] - 1} per probe sample ({out.shape[0]})"
-            )
-        return t
+        assert isinstance(self.probe, ProbeSet)
+        return resolve_target(self.target, self._outputs(trainer, pl_module), self.probe.targets)
 
-    def _target_key(self) -> Any:
-        if isinstance(self.target, (str, int)):
-            return self.target
-        fn = self.target
-        return ("callable", getattr(fn, "__module__", ""), getattr(fn, "__qualname__", type(fn).__qualname__))
-
-    # ------------------------------------------------------------------ attributions (cached)
-    def _attributions(
-        self, trainer: Any, pl_module: nn.Module, methods: Mapping[str, Mapping[str, Any]]
-    ) -> Dict[str, Tensor]:
-        """Attributions of the probe for each method, shared with other callbacks this epoch.
-
-        Under DDP the probe is sharded: each rank explains its contiguous share and the shares are
-        gathered, so every rank holds the whole result and per-rank cost falls with world size.
-        An out-of-memory error halves the chunk size and retries.
-        """
-        assert self.probe is not None
-        cache = cache_for(trainer)
-        fp = self.probe.fingerprint()
-
-        def key(name: str, options: Mapping[str, Any]) -> Any:
-            opts = {k: v for k, v in options.items() if k != "chunk_size"}
-            return ("attr", name, _freeze(opts), fp, self._target_key(), str(self.dtype))
-
-        result: Dict[str, Tensor] = {}
-        missing = {m: o for m, o in methods.items() if key(m, o) not in cache}
-        for m in methods:
-            if m not in missing:
-                result[m] = cache.get(key(m, methods[m]))
-        if not missing:
-            return {m: result[m] for m in methods}
-        x = self.probe.inputs_for(pl_module)
-        with F.computing_in(pl_module, self.dtype, x.device.type) as in_dtype:
-            if x.is_floating_point():
-                x = x.to(in_dtype)
-            self._compute_missing(trainer, pl_module, x, missing, key, result)
-        return {m: result[m] for m in methods}
-
-    def _compute_missing(
-        self, trainer: Any, pl_module: nn.Module, x: Tensor,
-        missing: Mapping[str, Mapping[str, Any]], key: Callable[..., Any], result: Dict[str, Tensor],
-    ) -> None:
-        cache = cache_for(trainer)
-        n = x.shape[0]
-        world = max(1, int(trainer.world_size))
-        start, stop = _shard_bounds(n, world, trainer.global_rank)
-        per = -(-n // world)
-        rows = slice(start, stop) if stop > start else slice(0, 1)  # an empty shard computes one row, dropped
-        xs = x[rows]
-        target: Optional[Tensor] = None
-
-        def shard_target() -> Optional[Tensor]:
-            nonlocal target
-            if target is None:
-                target = self._resolve_target(trainer, pl_module)
-            return None if target is None else target[rows]
-
-        def gather(maps: Dict[str, Tensor]) -> Dict[str, Tensor]:
-            if world <= 1:
-                return maps
-            out = {}
-            for m, a in maps.items():
-                a = a if stop > start else a[:0]
-                pad = torch.zeros((per - a.shape[0],) + tuple(a.shape[1:]), dtype=a.dtype, device=a.device)
-                full = trainer.strategy.all_gather(torch.cat([a, pad]))
-                out[m] = full.reshape((-1,) + tuple(a.shape[1:]))[:n]
-            return out
-
-        # the one-pass methods share a single forward+backward
-        shared = [m for m in missing if m in F.GRADIENT_PASS_METHODS]
-        if shared:
-            cam_opts = missing.get("grad_cam", {})
-            options = dict(layer=cam_opts.get("layer"), upsample=cam_opts.get("upsample", True))
-            if self.target == "predicted" and world == 1 and self._outputs_key() not in cache:
-                # one forward for both: the pass's own outputs give the predicted class and are
-                # kept as this epoch's probe outputs (no separate forward to resolve the target);
-                # callbacks that watch the probe forward (taps) watch this one
-                # (not with Grad-CAM: a layer followed by an in-place op makes it run the forward again)
-                taps = cache.taps_for(self.probe.fingerprint()) if "grad_cam" not in shared else []
-
-                def attempt(c: int) -> Any:
-                    with ExitStack() as stack:  # fresh watchers for each attempt: a retry never double-counts
-                        watchers = [(k, stack.enter_context(factory(pl_module))) for k, factory in taps]
-                        out = F.attribute_many(
-                            pl_module, xs, "predicted", shared, return_outputs=True, chunk_size=c, **options
-                        )
-                    return out, watchers
-
-                ((maps, outputs), watchers), self._chunk_size = self._with_oom_retry(
-                    attempt, self._chunk(missing, n), n
-                )
-                cache.put(self._outputs_key(), outputs)
-                for k, watcher in watchers:
-                    cache.put(k, watcher)
-            else:
-                ts = shard_target()
-                maps, self._chunk_size = self._with_oom_retry(
-                    lambda c: F.attribute_many(pl_module, xs, ts, shared, chunk_size=c, **options),
-                    self._chunk(missing, n), xs.shape[0],
-                )
-            for m, a in gather(maps).items():
-                cache.put(key(m, missing[m]), a)
-                cache.computed[m] += 1
-                result[m] = a
-        for m, options in missing.items():
-            if m in shared:
-                continue
-            ts = shard_target()
-            opts = dict(options)
-            chunk = opts.pop("chunk_size", None) or self._chunk({}, n)
-            if m == "smoothgrad":
-                opts["shard"] = (rows.start, n)
-            a, self._chunk_size = self._with_oom_retry(
-                lambda c: _method(m)(pl_module, xs, ts, chunk_size=c, **opts), chunk, xs.shape[0]
-            )
-            result[m] = gather({m: a})[m]
-            cache.put(key(m, options), result[m])
-            cache.computed[m] += 1
-
-    def _with_oom_retry(self, fn: Callable[[int], Any], chunk: Optional[int], rows: int) -> Tuple[Any, Optional[int]]:
-        """``F.with_oom_retry``; a chunk size that had to be halved is kept for the next passes."""
-        result, used = F.with_oom_retry(fn, chunk, rows)
-        if used >= (chunk or rows):
-            return result, self._chunk_size
-        return result, used if self._chunk_size is None else min(self._chunk_size, used)
-
-    def _chunk(self, methods: Mapping[str, Mapping[str, Any]], n: int) -> Optional[int]:
-        """Rows per pass: a method's ``chunk_size``, else the callback's (halved after an out-of-memory
-        error), else automatic.
-
-        Automatic: the probe size, capped at the training batch size seen in this run, so that an
-        attribution pass (no parameter gradients, no optimizer state) never holds more activations
-        than a training step does.
-        """
-        for o in methods.values():
-            if o.get("chunk_size") is not None:
-                return int(o["chunk_size"])
-        if self._chunk_size is not None:
-            return self._chunk_size
-        if self._train_batch_size and self._train_batch_size < n:
-            return self._train_batch_size
-        return None
+    def _attributions(self, trainer: Any, pl_module: nn.Module, calls: Mapping[str, MethodCall]) -> Dict[str, Tensor]:
+        """The probe's maps for each method, shared with the other callbacks this epoch (sharded over
+        DDP ranks and gathered, chunked, out-of-memory halving: :class:`~lightning_xai.engine.AttributionEngine`)."""
+        assert isinstance(self.probe, ProbeSet)
+        world = max(1, int(getattr(trainer, "world_size", 1)))
+        shard = Shard(int(getattr(trainer, "global_rank", 0)), world, trainer.strategy.all_gather if world > 1 else None)
+        return self._engine(trainer).attributions(
+            pl_module, self.probe, calls, target=self.target, dtype=self.dtype, chunking=self.chunking,
+            shard=shard, step=trainer.global_step,
+        )
 
     # ------------------------------------------------------------------ logging
+    def _sink(self, trainer: Any) -> LogSink:
+        return LogSink(trainer, owner=type(self).__name__, warned=self._warned)
+
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
             rank_zero_warn(message)
-
-    def _log_scalars(self, trainer: Any, metrics: Mapping[str, float]) -> None:
-        """Scalars go to every logger and to ``trainer.callback_metrics`` (for EarlyStopping & co)."""
-        if not metrics:
-            return
-        values = {k: float(v) for k, v in metrics.items()}
-        for k, v in values.items():
-            trainer.callback_metrics[k] = torch.tensor(v)
-        for logger in trainer.loggers:
-            logger.log_metrics(values, step=trainer.global_step)
-
-    def _tensorboards(self, trainer: Any) -> List[Any]:
-        return tensorboard_writers(trainer)
-
-    def _log_image(self, trainer: Any, tag: str, image: np.ndarray) -> None:
-        """An HxWx3 uint8 image to every TensorBoard logger (rank 0); one warning when there is none."""
-        if not trainer.is_global_zero:
-            return
-        writers = self._tensorboards(trainer)
-        summary = _image_summary(tag, image) if writers else None  # PNG-encoded once for all writers
-        for w in writers:
-            get_writer = getattr(w, "_get_file_writer", None)
-            if summary is None or get_writer is None:
-                w.add_image(tag, image, global_step=trainer.global_step, dataformats="HWC")
-            else:
-                get_writer().add_summary(summary, trainer.global_step)
-        others = [lg for lg in trainer.loggers if not isinstance(lg, TensorBoardLoggers)]
-        if writers and not others:
-            return
-        # loggers that take no images (CSV, MLflow-style, none at all): PNG files under the run's log dir
-        root = _png_dir(trainer, others)
-        if root is None:
-            self._warn_once(
-                "no-image-sink",
-                f"{type(self).__name__}: no TensorBoardLogger and no log directory, so images such as {tag!r} "
-                "are skipped (scalars still go to your loggers). Add a TensorBoardLogger to see them.",
-            )
-            return
-        path = os.path.join(root, *tag.split("/")[:-1], f"{tag.split('/')[-1]}_step{trainer.global_step:06d}.png")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        _save_png(image, path)
-        self._warn_once(
-            "png-images",
-            f"{type(self).__name__}: images such as {tag!r} are written as PNG files under {root} for the "
-            "loggers that take no images.",
-        )
-
-    def _log_text(self, trainer: Any, tag: str, markdown: str) -> None:
-        """Markdown to every TensorBoard logger's *Text* tab (rank 0); one warning when there is none."""
-        if trainer.is_global_zero and log_text(trainer, tag, markdown) == 0:
-            self._warn_no_tensorboard(tag)
-
-    def _warn_no_tensorboard(self, tag: str) -> None:
-        self._warn_once(
-            "no-tensorboard",
-            f"{type(self).__name__}: no TensorBoardLogger attached, so images and text such as {tag!r} are "
-            "not logged (scalars still go to your loggers). Add pytorch_lightning.loggers.TensorBoardLogger.",
-        )
 
     # ------------------------------------------------------------------ state
     #: attributes outside the checkpoint state that an epoch updates (``last_*`` results): restored
@@ -612,41 +308,22 @@ class XAICallback(Callback):
         self._check_against_model(pl_module)
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        ensure_layout(trainer)
+        self._sink(trainer).layout()
 
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
-        ensure_layout(trainer)
+        self._sink(trainer).layout()
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        if self._train_batch_size is None:
+        if self.chunking.batch_rows is None:
             try:
-                self._train_batch_size = int(split_item(batch)[0].shape[0])
+                self.chunking.batch_rows = int(split_item(batch)[0].shape[0])
             except (ValueError, IndexError, TypeError, AttributeError):
-                self._train_batch_size = 0  # unknown layout (0): keep the probe-size default
+                self.chunking.batch_rows = 0  # unknown layout (0): keep the probe-size default
 
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        cache_for(trainer).start_epoch()
+        self._engine(trainer).start_epoch()
         if isinstance(self.probe, ProbeSpec) and self._resolve_probe_spec(trainer, pl_module):
             self._setup_checks(trainer, pl_module)
-
-
-def _first(out: Any) -> Tensor:
-    return out[0] if isinstance(out, (tuple, list)) else out
-
-
-def _png_dir(trainer: Any, loggers: Sequence[Any]) -> Optional[str]:
-    """Where PNG images go for loggers that take none: ``<log_dir>/xai_images`` (None when unknown)."""
-    for lg in loggers:
-        d = getattr(lg, "log_dir", None)
-        if isinstance(d, str) and d:
-            return os.path.join(d, "xai_images")
-    d = getattr(trainer, "log_dir", None) or getattr(trainer, "default_root_dir", None)
-    return os.path.join(d, "xai_images") if d else None
-
-
-def _save_png(image: np.ndarray, path: str) -> None:
-    with open(path, "wb") as f:
-        f.write(F.png_bytes(image, level=6))  # files on disk: smaller rather than faster
 
 
 def _attribution_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
@@ -707,36 +384,3 @@ def _guard_hook(hook: Callable[..., Any]) -> Callable[..., Any]:
 
     guarded._xai_guarded = True  # type: ignore[attr-defined]
     return guarded
-
-
-def _shard_bounds(n: int, world: int, rank: int) -> Tuple[int, int]:
-    """Rows ``[start, stop)`` of an ``n``-row probe that ``rank`` of ``world`` explains (contiguous)."""
-    per = -(-n // max(1, world))
-    return min(n, rank * per), min(n, (rank + 1) * per)
-
-
-def _method(name: Any) -> Callable[..., Tensor]:
-    """The function computing one (non-shared) method: built-in by name, or a Captum class."""
-    if isinstance(name, str) and name in F.METHODS:
-        return lambda model, x, t, **o: F.attribute(model, x, t, name, **o)
-    from ..functional.captum_bridge import as_callable
-
-    return as_callable(name)
-
-
-def _image_summary(tag: str, image: np.ndarray) -> Any:
-    """A TensorBoard image summary of an HxWx3 uint8 array, PNG-encoded once, for speed.
-
-    ``SummaryWriter.add_image`` converts to float and back, resamples the image to its own size and
-    PNG-encodes at the default (slow) zlib level; the picture is the same, encoded 6-8x faster here
-    (:func:`~lightning_xai.functional.png_bytes`). Returns None when TensorBoard's protobuf is
-    unavailable (then ``add_image`` is used).
-    """
-    try:
-        from tensorboard.compat.proto.summary_pb2 import Summary
-    except ImportError:  # pragma: no cover - tensorboard is a dependency
-        return None
-    img = np.ascontiguousarray(image, dtype=np.uint8)
-    height, width, channels = img.shape
-    encoded = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=F.png_bytes(img))
-    return Summary(value=[Summary.Value(tag=tag, image=encoded)])

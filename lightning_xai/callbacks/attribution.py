@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+import re
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from .. import functional as F
+from ..functional.methods import MethodLike
 from ..probe import ProbeSet, ProbeSpec
-from ._base import TargetSpec, XAICallback, normalize_methods
-from ._dashboard import markdown_table
+from ..renderers import RenderContext, Renderer, renderer_for
+from ..sink import markdown_table
+from ._base import TargetSpec, XAICallback
 
 __all__ = ["AttributionMonitor"]
 
@@ -42,9 +45,12 @@ class AttributionMonitor(XAICallback):
 
     Args:
         probe: the :class:`~lightning_xai.ProbeSet` to explain.
-        methods: names from ``lightning_xai.functional.METHODS``, or a mapping from name to options,
-            e.g. ``{"integrated_gradients": {"n_steps": 64}, "grad_cam": {"layer": "conv2"}}``.
-            ``saliency``, ``input_x_gradient`` and ``grad_cam`` share one forward+backward pass.
+        methods: methods as :func:`lightning_xai.functional.get_method` takes them (built-in or
+            registered names, Captum classes, :class:`~lightning_xai.AttributionMethod` objects,
+            callables), a list of them, or a mapping from method to options, e.g.
+            ``{"integrated_gradients": {"n_steps": 64}, "grad_cam": {"layer": "conv2"}}``; options
+            are checked against each method's signature here. ``saliency``, ``input_x_gradient`` and
+            ``grad_cam`` share one forward+backward pass.
         target: ``"predicted"`` (default), ``"true"`` (probe targets), a class index, or a callable
             ``fn(outputs, targets) -> class indices``.
         every_n_epochs: run on every n-th validation epoch.
@@ -65,6 +71,8 @@ class AttributionMonitor(XAICallback):
             policy and the epoch the scale was set; the maxima are saved in the checkpoint, so a
             resumed run keeps its colours.
         text_summary: log the ``xai/attr/summary`` markdown table each epoch.
+        renderer: how the maps are drawn (a :class:`~lightning_xai.renderers.Renderer`); default the
+            one :func:`~lightning_xai.renderers.renderer_for` picks for the probe (images, tables).
         dtype: precision of the attributions: ``"float32"`` (default, also for a bf16/fp16 model),
             ``"bfloat16"`` or ``"float16"`` (autocast: faster, less exact), ``"float64"``.
         on_error: ``"raise"`` (default) or ``"warn"``: a failure inside an epoch warns and training
@@ -97,7 +105,7 @@ class AttributionMonitor(XAICallback):
     def __init__(
         self,
         probe: Union[ProbeSet, ProbeSpec],
-        methods: Union[str, Sequence[str], Mapping[str, Mapping[str, Any]]] = ("saliency", "integrated_gradients"),
+        methods: Union[MethodLike, Sequence[MethodLike], Mapping[Any, Mapping[str, Any]]] = ("saliency", "integrated_gradients"),
         target: TargetSpec = "predicted",
         every_n_epochs: int = 1,
         max_images: int = 16,
@@ -107,11 +115,20 @@ class AttributionMonitor(XAICallback):
         text_summary: bool = True,
         dtype: Union[str, torch.dtype] = "float32",
         on_error: str = "raise",
+        renderer: Optional[Renderer] = None,
     ) -> None:
         super().__init__(
             probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size, dtype=dtype, on_error=on_error
         )
-        self.methods = normalize_methods(methods)
+        self._calls = F.resolve_methods(methods)
+        #: ``{method name: options}`` as configured (options checked against each method's signature)
+        self.methods: Dict[str, Dict[str, Any]] = {m: dict(c.options) for m, c in self._calls.items()}
+        if renderer is not None and not isinstance(renderer, Renderer):
+            raise TypeError(
+                "renderer needs accepts(probe) -> bool and render(attributions, ctx) -> HxWx3 uint8 array "
+                f"(lightning_xai.renderers.Renderer); got {type(renderer).__name__}"
+            )
+        self.renderer = renderer
         if not isinstance(max_images, int) or max_images < 1:
             raise ValueError(f"max_images must be a positive int, got {max_images!r}")
         self.max_images = max_images
@@ -127,10 +144,11 @@ class AttributionMonitor(XAICallback):
         self.last_attributions: Dict[str, Tensor] = {}
 
     def _state_key_fields(self) -> Dict[str, Any]:
-        from ._base import _freeze
-
-        methods = sorted((m, repr(_freeze(o))) for m, o in self.methods.items())
+        methods = sorted((m, repr(F.options_key(o))) for m, o in self.methods.items())
         return {**super()._state_key_fields(), "methods": methods}
+
+    def declared_metrics(self) -> Tuple[str, ...]:
+        return tuple(rf"xai/attr/{re.escape(m)}/(gini|entropy|top10_mass)" for m in self.methods)
 
     # ------------------------------------------------------------------ hooks
     def _setup_checks(self, trainer: Any, pl_module: Any) -> None:
@@ -141,22 +159,23 @@ class AttributionMonitor(XAICallback):
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if not self._should_run(trainer):
             return
-        maps = self._attributions(trainer, pl_module, self.methods)
+        maps = self._attributions(trainer, pl_module, self._calls)
         self.last_attributions = maps
         scalars: Dict[str, float] = {}
         for method, attr in maps.items():
             for name, value in F.summarize(attr).items():
                 scalars[f"xai/attr/{method}/{name}"] = value
-        self._log_scalars(trainer, scalars)
+        sink = self._sink(trainer)
+        sink.scalars(scalars)
         if not trainer.is_global_zero:
             return
         if self.log_images:
             for method, attr in maps.items():
                 image = self._render(trainer, pl_module, method, attr)
                 if image is not None:
-                    self._log_image(trainer, f"xai/attr/{method}", image)
+                    sink.image(f"xai/attr/{method}", image)
         if self.text_summary:
-            self._log_text(trainer, "xai/attr/summary", self._summary_markdown(trainer, scalars))
+            sink.text("xai/attr/summary", self._summary_markdown(trainer, scalars))
 
     def _summary_markdown(self, trainer: Any, scalars: Mapping[str, float]) -> str:
         rows: Dict[str, Dict[str, Any]] = {}
@@ -230,40 +249,26 @@ class AttributionMonitor(XAICallback):
         return (pred != self.probe.targets[:n].to(pred.device).long()).tolist()
 
     def _render(self, trainer: Any, pl_module: Any, method: str, attr: Tensor) -> Optional[Any]:
-        assert self.probe is not None
-        kind = self.probe.kind
-        if kind == "image":
-            n = min(self.max_images, len(self.probe))
-            a = attr[:n].detach().float().cpu()
-            vmax = self._scale(trainer, method, a.sum(1))
-            # once a method's maps have been signed, keep the diverging colormap (colours stay comparable)
-            self._signed[method] = self._signed.get(method, False) or F.is_signed(attr)
-            return F.overlay_grid(
-                self.probe.inputs[:n],
-                a,
-                vmax=vmax,
-                signed=self._signed[method],
-                labels=self._labels(trainer, pl_module, n),
-                highlight=self._mistakes(trainer, pl_module, n),
-                columns=self.GRID_COLUMNS,
-                title=f"{method}, epoch {trainer.current_epoch} (step {trainer.global_step})",
-                legend=self._scale_legend(method),
+        assert isinstance(self.probe, ProbeSet)
+        renderer = self.renderer or renderer_for(self.probe)
+        if renderer is None:
+            self._warn_once(
+                "kind",
+                f"AttributionMonitor: no picture for probe inputs of shape {tuple(self.probe.inputs.shape)}; "
+                "scalars are logged, images only for (N, C, H, W) and (N, F) probes (or pass renderer=...)",
             )
-        if kind == "tabular":
-            importance = F.global_importance(attr.float().cpu())
-            vmax = self._scale(trainer, method, importance)
-            return F.bar_chart(
-                importance,
-                self.probe.names,
-                vmax=vmax,
-                title=f"mean |{method}| per feature, epoch {trainer.current_epoch} (axis max {vmax:.3g})",
-            )
-        self._warn_once(
-            "kind",
-            f"AttributionMonitor: no picture for probe inputs of shape {tuple(self.probe.inputs.shape)}; "
-            "scalars are logged, images only for (N, C, H, W) and (N, F) probes",
+            return None
+        n = min(self.max_images, len(self.probe))
+        # once a method's maps have been signed, keep the diverging colormap (colours stay comparable)
+        self._signed[method] = self._signed.get(method, False) or F.is_signed(attr)
+        ctx = RenderContext(
+            probe=self.probe, method=method, epoch=int(trainer.current_epoch), step=int(trainer.global_step),
+            labels=self._labels(trainer, pl_module, n), mistakes=self._mistakes(trainer, pl_module, n),
+            scale=lambda values: self._scale(trainer, method, values),
+            describe_scale=lambda: self._scale_legend(method), signed=self._signed[method],
+            max_images=self.max_images, columns=self.GRID_COLUMNS,
         )
-        return None
+        return renderer.render(attr, ctx)
 
     # ------------------------------------------------------------------ state
     _RUN_STATE = ("last_attributions", "_clipped")

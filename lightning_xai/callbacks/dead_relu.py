@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -13,7 +13,6 @@ from .. import functional as F
 from .._lightning import rank_zero_warn
 from ..probe import ProbeSet, ProbeSpec
 from ._base import XAICallback
-from ._cache import cache_for
 
 __all__ = ["DeadReLUMonitor"]
 
@@ -111,6 +110,9 @@ class DeadReLUMonitor(XAICallback):
     def _state_key_fields(self) -> Dict[str, Any]:
         return {**super()._state_key_fields(), "source": self.source, "tau": self.tau}
 
+    def declared_metrics(self) -> Tuple[str, ...]:
+        return (r"xai/dead_relu/.+", r"xai/dead_relu_dormant/.+", r"xai/dead_relu_onrate_mean/.+")
+
     # ------------------------------------------------------------------ set-up
     def _setup_checks(self, trainer: Any, pl_module: Any) -> None:
         # the base's setup calls this once the probe is a ProbeSet (a ProbeSpec is drawn first)
@@ -134,7 +136,7 @@ class DeadReLUMonitor(XAICallback):
         else:
             assert self.probe is not None
             self._tap = self._tap_key()
-            cache_for(trainer).add_tap(self._tap, self.probe.fingerprint(), F.ReLURecorder)
+            self._engine(trainer).add_tap(self._tap, self.probe.fingerprint(), F.ReLURecorder)
 
     def on_validation_batch_start(
         self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -175,7 +177,7 @@ class DeadReLUMonitor(XAICallback):
             self._recorder.__exit__(None, None, None)
             self._recorder = None
         if self._tap is not None:
-            cache_for(trainer).remove_tap(self._tap)
+            self._engine(trainer).remove_tap(self._tap)
             self._tap = None
 
     # ------------------------------------------------------------------ counting
@@ -186,7 +188,7 @@ class DeadReLUMonitor(XAICallback):
     def _probe_counts(self, trainer: Any, pl_module: Any) -> Dict[str, F.ReLUCounts]:
         """Counts over the probe: from the epoch's shared probe forward, else from one own pass."""
         assert self.probe is not None
-        cache = cache_for(trainer)
+        cache = self._engine(trainer)
         key = self._tap_key()
         recorder = cache.get(key)
         if recorder is None and self._shares_outputs:
@@ -256,7 +258,7 @@ class DeadReLUMonitor(XAICallback):
         scalars["xai/dead_relu_dormant/all"] = summary.dormant_fraction
         for layer, stats in summary.layers.items():
             scalars[f"xai/dead_relu_onrate_mean/{names[layer]}"] = stats.mean_on_rate
-        self._log_scalars(trainer, scalars)
+        self._sink(trainer).scalars(scalars)
         if self.log_histograms:
             self._log_histograms(trainer, {names[k]: s.on_rate for k, s in summary.layers.items()})
         if self.warn_above is not None and summary.dead_fraction > self.warn_above:
@@ -276,8 +278,8 @@ class DeadReLUMonitor(XAICallback):
     def _log_histograms(self, trainer: Any, on_rates: Mapping[str, Tensor]) -> None:
         if not trainer.is_global_zero:
             return
-        writers = self._tensorboards(trainer)
-        if not writers and trainer.loggers:  # logger=False: the user asked for no logging at all
+        sink = self._sink(trainer)
+        if not sink.tensorboards() and trainer.loggers:  # logger=False: the user asked for no logging at all
             self._warn_once(
                 "no-tensorboard",
                 "DeadReLUMonitor: no TensorBoardLogger attached, so the on-rate histograms are not logged "
@@ -285,9 +287,7 @@ class DeadReLUMonitor(XAICallback):
                 "pass log_histograms=False.",
             )
         for layer, rates in on_rates.items():
-            values = rates.detach().double().cpu().numpy()
-            for w in writers:
-                w.add_histogram(f"xai/dead_relu_onrate/{layer}", values, global_step=trainer.global_step)
+            sink.histogram(f"xai/dead_relu_onrate/{layer}", rates.detach().double().cpu().numpy())
 
     # ------------------------------------------------------------------ state
     _RUN_STATE = ("last_summary",)

@@ -11,9 +11,10 @@ import torch
 from torch import Tensor
 
 from .. import functional as F
-from ..functional.drift import GridLike, _grid
+from ..functional.drift import GridLike
+from ..functional.methods import MethodLike
 from ..probe import ProbeSet, ProbeSpec
-from ._base import TargetSpec, XAICallback, _freeze, normalize_methods
+from ._base import TargetSpec, XAICallback
 
 __all__ = ["FeatureDriftMonitor", "load_reference", "REFERENCE_FORMAT"]
 
@@ -146,7 +147,7 @@ class FeatureDriftMonitor(XAICallback):
     def __init__(
         self,
         probe: Union[ProbeSet, ProbeSpec],
-        method: Union[str, Mapping[str, Mapping[str, Any]]] = "integrated_gradients",
+        method: Union[MethodLike, Mapping[Any, Mapping[str, Any]]] = "integrated_gradients",
         metrics: Union[str, Sequence[str]] = F.DRIFT_METRICS,
         reference: Union[str, Tensor, os.PathLike] = "first",
         top_k: int = 5,
@@ -163,12 +164,13 @@ class FeatureDriftMonitor(XAICallback):
         super().__init__(
             probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size, dtype=dtype, on_error=on_error
         )
-        methods = normalize_methods(method)
+        methods = F.resolve_methods(method)
         if len(methods) != 1:
             raise ValueError(
                 f"FeatureDriftMonitor follows one method, got {sorted(methods)}: add one monitor per method"
             )
-        self.method, self.method_options = next(iter(methods.items()))
+        self.method, self._call = next(iter(methods.items()))
+        self.method_options = dict(self._call.options)
         self.metrics = F.check_metrics(metrics)
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
@@ -176,7 +178,7 @@ class FeatureDriftMonitor(XAICallback):
             raise ValueError(f"warmup_epochs must be an int >= 0, got {warmup_epochs!r}")
         self.top_k = top_k
         self.warmup_epochs = warmup_epochs
-        self.grid = _grid(grid)
+        self.grid = F.check_grid(grid)
         self.log_importance = bool(log_importance)
         self.log_trajectory = bool(log_trajectory)
 
@@ -311,8 +313,12 @@ class FeatureDriftMonitor(XAICallback):
         return {
             **super()._state_key_fields(),
             "method": self.method,
-            "options": repr(_freeze({k: v for k, v in self.method_options.items() if k != "chunk_size"})),
+            "options": repr(F.options_key({k: v for k, v in self.method_options.items() if k != "chunk_size"})),
         }
+
+    def declared_metrics(self) -> Tuple[str, ...]:
+        m = re.escape(self.method)
+        return (rf"xai/drift/{m}/({'|'.join(self.metrics)})/(prev|ref)", rf"xai/importance/{m}/.+")
 
     # ------------------------------------------------------------------ hooks
     def _setup_checks(self, trainer: Any, pl_module: Any) -> None:
@@ -323,11 +329,14 @@ class FeatureDriftMonitor(XAICallback):
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if not self._should_run(trainer) or trainer.current_epoch < self.warmup_epochs:
             return
-        attr = self._attributions(trainer, pl_module, {self.method: self.method_options})[self.method]
-        scores = self.update(trainer.current_epoch, attr)
-        self._log_scalars(trainer, scores)
+        attr = self._attributions(trainer, pl_module, {self.method: self._call})[self.method]
+        self._publish(trainer, self.update(trainer.current_epoch, attr))
+
+    def _publish(self, trainer: Any, scores: Mapping[str, float]) -> None:
+        sink = self._sink(trainer)
+        sink.scalars(scores)
         if self.log_trajectory and trainer.is_global_zero:
-            self._log_image(trainer, f"xai/drift/{self.method}/trajectory", self.trajectory_image())
+            sink.image(f"xai/drift/{self.method}/trajectory", self.trajectory_image())
 
     # ------------------------------------------------------------------ decisions (no Lightning)
     def update(self, epoch: int, attributions: Tensor) -> Dict[str, float]:

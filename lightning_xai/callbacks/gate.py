@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from enum import Enum
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
 from .. import checks as C
+from .. import functional as F
 from .._lightning import rank_zero_info, rank_zero_warn
 from ..errors import SanityCheckError
 from ..probe import ProbeSet, ProbeSpec
+from ..sink import markdown_table
 from ._base import TargetSpec, XAICallback
-from ._dashboard import markdown_table
 
 __all__ = ["SanityGate", "GateReason", "gate_decision"]
 
@@ -165,6 +167,10 @@ class SanityGate(XAICallback):
     def _state_key_fields(self) -> Dict[str, Any]:
         return {**super()._state_key_fields(), "checks": [c.name for c in self.checks]}
 
+    def declared_metrics(self) -> Tuple[str, ...]:
+        guard = () if self.guard_metric is None else (re.escape(f"xai/gate/{self.guard_metric}"),)
+        return (r"xai/check/.+", r"xai/gate/passed") + guard
+
     # ------------------------------------------------------------------ hooks
     def _setup_checks(self, trainer: Any, pl_module: Any) -> None:
         # the base's setup calls this once the probe is a ProbeSet: checks that need the probe (masks
@@ -198,13 +204,14 @@ class SanityGate(XAICallback):
 
         scalars = {f"xai/check/{r.name}": r.value for r in results if not r.skipped}
         scalars["xai/gate/passed"] = 0.0 if failed else 1.0
-        self._log_scalars(trainer, scalars)
+        sink = self._sink(trainer)
+        sink.scalars(scalars)
 
         rank = trainer.global_rank if per_rank.shape[0] > 1 else 0
         message = self._message(rank, epoch, results, per_rank, in_warmup) if failed else None
         decision = "pass" if not failed else ("warmup" if in_warmup else (self.action if act else "fail"))
         self._append_report(trainer, epoch, failed, in_warmup, decision, results, per_rank)
-        self._log_text(trainer, "xai/gate/report", self._markdown(self.report[-1], message))
+        sink.text("xai/gate/report", self._markdown(self.report[-1], message))
         self._write_report(trainer)  # last: a failure before it leaves the file as it was
         if failed and self.verbose:
             rank_zero_info(message)
@@ -233,14 +240,14 @@ class SanityGate(XAICallback):
             )
             return
         bad = math.inf if self.guard_mode == "min" else -math.inf
-        self._log_scalars(trainer, {f"xai/gate/{self.guard_metric}": float(value) if self.last_passed else bad})
+        self._sink(trainer).scalars({f"xai/gate/{self.guard_metric}": float(value) if self.last_passed else bad})
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, trainer: Any, pl_module: Any) -> List[C.CheckResult]:
         assert self.probe is not None
 
-        def attribute(method: str, options: Dict[str, Any]) -> torch.Tensor:
-            return self._attributions(trainer, pl_module, {method: options})[method]
+        def attribute(call: F.MethodCall) -> torch.Tensor:
+            return self._attributions(trainer, pl_module, {call.name: call})[call.name]
 
         ctx = C.CheckContext(
             pl_module, self.probe, target=self._resolve_target(trainer, pl_module),
@@ -314,7 +321,7 @@ class SanityGate(XAICallback):
             entry = r.to_dict()
             if per_rank.shape[0] > 1:
                 entry["per_rank"] = [
-                    {"value": C._json_number(float(per_rank[k, i, 0])), "passed": bool(per_rank[k, i, 1])}
+                    {"value": C.json_number(float(per_rank[k, i, 0])), "passed": bool(per_rank[k, i, 1])}
                     for k in range(per_rank.shape[0])
                 ]
             entries.append(entry)

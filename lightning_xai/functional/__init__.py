@@ -13,11 +13,9 @@ Example:
 
 from ._guard import computing_in, explaining
 from .attribution import (
-    GRADIENT_PASS_METHODS,
-    METHODS,
-    attribute,
+    ONE_PASS_METHODS,
     attribute_many,
-    check_method,
+    baseline_like,
     conv_layer_names,
     count_passes,
     grad_cam,
@@ -27,7 +25,22 @@ from .attribution import (
     occlusion,
     resolve_layer,
     saliency,
+    select_output,
     smoothgrad,
+)
+from .methods import (
+    GRADIENT_PASS_METHODS,
+    METHODS,
+    AttributionMethod,
+    MethodCall,
+    attribute,
+    check_method,
+    get_method,
+    method_names,
+    options_key,
+    register_method,
+    resolve_methods,
+    unregister_method,
 )
 from .dead_relu import (
     LayerReLUStats,
@@ -43,6 +56,8 @@ from .dead_relu import (
 from .faults import is_out_of_memory, with_oom_retry
 from .drift import (
     DRIFT_METRICS,
+    GridLike,
+    check_grid,
     MAP_METRICS,
     VECTOR_METRICS,
     DegenerateInputWarning,
@@ -89,6 +104,17 @@ from .summary import entropy, gini, global_importance, summarize, top_mass
 __all__ = [
     "METHODS",
     "GRADIENT_PASS_METHODS",
+    "ONE_PASS_METHODS",
+    "AttributionMethod",
+    "MethodCall",
+    "get_method",
+    "method_names",
+    "options_key",
+    "register_method",
+    "resolve_methods",
+    "unregister_method",
+    "baseline_like",
+    "select_output",
     "explaining",
     "computing_in",
     "attribute",
@@ -107,6 +133,8 @@ __all__ = [
     "is_out_of_memory",
     "with_oom_retry",
     "DRIFT_METRICS",
+    "GridLike",
+    "check_grid",
     "MAP_METRICS",
     "VECTOR_METRICS",
     "DegenerateInputWarning",

@@ -37,10 +37,10 @@ from torch import Tensor, nn
 from ._guard import explaining
 
 __all__ = [
-    "METHODS",
-    "GRADIENT_PASS_METHODS",
-    "attribute",
+    "ONE_PASS_METHODS",
     "attribute_many",
+    "baseline_like",
+    "select_output",
     "saliency",
     "input_x_gradient",
     "integrated_gradients",
@@ -59,17 +59,9 @@ TargetLike = Union[None, int, str, Sequence[int], Tensor]
 #: forward pass they make anyway (no extra forward); the path methods take it from one forward of the inputs.
 PREDICTED = "predicted"
 
-#: Method names accepted everywhere a method is named by a string.
-METHODS: Tuple[str, ...] = (
-    "saliency",
-    "input_x_gradient",
-    "integrated_gradients",
-    "smoothgrad",
-    "grad_cam",
-    "occlusion",
-)
-#: Methods that need only the one forward+backward pass over the inputs; asked together they share it.
-GRADIENT_PASS_METHODS: Tuple[str, ...] = ("saliency", "input_x_gradient", "grad_cam")
+#: The methods that :func:`attribute_many` computes from ONE shared forward+backward pass (the method
+#: table, :mod:`lightning_xai.functional.methods`, marks them ``shared_pass``).
+ONE_PASS_METHODS: Tuple[str, ...] = ("saliency", "input_x_gradient", "grad_cam")
 
 IG_RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 
@@ -178,8 +170,15 @@ def _check_range(target: Tensor, classes: int) -> None:
         )
 
 
-def _select_output(out: Tensor, target: Union[None, str, Tensor], validate: Any = _ALL) -> Tensor:
+def select_output(out: Tensor, target: Union[None, str, Tensor], validate: Any = _ALL) -> Tensor:
     """The scalar per row that is explained: the target logit, or a single output.
+
+    Example:
+        >>> import torch
+        >>> select_output(torch.tensor([[1., 5.], [7., 2.]]), torch.tensor([1, 1]))
+        tensor([5., 2.])
+        >>> select_output(torch.tensor([[1., 5.], [7., 2.]]), "predicted")
+        tensor([5., 7.])
 
     ``target`` may be ``"predicted"`` (the row's argmax). ``validate`` is the target tensor whose range
     is checked (default: ``target``); loops over chunks pass the whole target on the first chunk and
@@ -350,7 +349,7 @@ def _gradient_pass(
             handle = layer.register_forward_hook(capture)
             raw = model(x)
             _note("forward", x.shape[0])
-        out = _select_output(raw, target, validate)
+        out = select_output(raw, target, validate)
         held: List[Tensor] = []  # the layer's activation, held only until its map is made
         if capture is not None:
             if capture.activation is None:
@@ -406,7 +405,7 @@ def attribute_many(
     model: nn.Module,
     inputs: Tensor,
     target: TargetLike = None,
-    methods: Sequence[str] = GRADIENT_PASS_METHODS,
+    methods: Sequence[str] = ONE_PASS_METHODS,
     *,
     layer: Union[None, str, nn.Module] = None,
     upsample: bool = True,
@@ -442,10 +441,10 @@ def attribute_many(
         (tensor([[2., 0.]]), tensor([[1., 2., 3.]]))
     """
     _check_inputs(inputs)
-    unknown = [m for m in methods if m not in GRADIENT_PASS_METHODS]
+    unknown = [m for m in methods if m not in ONE_PASS_METHODS]
     if unknown:
         raise ValueError(
-            f"attribute_many shares one pass among {', '.join(GRADIENT_PASS_METHODS)}; "
+            f"attribute_many shares one pass among {', '.join(ONE_PASS_METHODS)}; "
             f"{', '.join(map(repr, unknown))} need their own passes: call attribute() for them"
         )
     n = inputs.shape[0]
@@ -583,7 +582,14 @@ def ig_rule(method: str, n_steps: int) -> Tuple[List[float], List[float]]:
     return steps, alphas.tolist()
 
 
-def _baseline(baseline: Union[None, float, Tensor], inputs: Tensor) -> Tensor:
+def baseline_like(baseline: Union[None, float, Tensor], inputs: Tensor) -> Tensor:
+    """A baseline (``None`` = zeros, a scalar, or a tensor that broadcasts) as a tensor shaped like ``inputs``.
+
+    Example:
+        >>> import torch
+        >>> baseline_like(0.5, torch.zeros(2, 3)).shape
+        torch.Size([2, 3])
+    """
     # scalar baselines are broadcast views: no probe-sized buffer
     if baseline is None:
         return torch.zeros((), dtype=inputs.dtype, device=inputs.device).expand(inputs.shape)
@@ -620,7 +626,7 @@ def _forward_selected(model: nn.Module, x: Tensor, target: Optional[Tensor], chu
     with torch.no_grad():
         for s, e in _chunks(x.shape[0], chunk):
             outs.append(
-                _select_output(model(x[s:e]), None if target is None else target[s:e], target if s == 0 else None)
+                select_output(model(x[s:e]), None if target is None else target[s:e], target if s == 0 else None)
             )
             _note("forward", e - s)
     return _cat(outs)
@@ -664,7 +670,7 @@ def integrated_gradients(
     chunk = _chunk_size(chunk_size, n)
     with explaining(model):
         x = _autograd_ready(inputs)  # a normal tensor even when called under inference mode
-        base = _baseline(baseline, x)
+        base = baseline_like(baseline, x)
         # x - 0 is x, bit for bit: the default (zero) baseline needs no difference buffer
         diff = x if baseline is None else x - base
         total = torch.zeros_like(x)
@@ -923,14 +929,14 @@ def occlusion(
     with explaining(model), torch.no_grad():
         x = _autograd_ready(inputs)
         masks = masks.to(x.device)
-        base = _baseline(baseline, x)
+        base = baseline_like(baseline, x)
         total = torch.zeros_like(x)
         cover = masks.sum(0).to(x.dtype)
         t = _target_index(target, n, x.device)
         if isinstance(t, str):  # "predicted": read off the unoccluded forward that is needed anyway
             logits = _forward_logits(model, x, chunk)
             t = _predicted(logits)
-            f0 = _select_output(logits, t, None)
+            f0 = select_output(logits, t, None)
         else:
             f0 = _forward_selected(model, x, t, chunk)
         rows = positions.shape[0] * n
@@ -941,7 +947,7 @@ def occlusion(
                 p0, a, b = s // n, s % n, (e - 1) % n + 1
                 m = masks[p0]
                 occluded = torch.where(m, base[a:b], x[a:b])
-                f = _select_output(model(occluded), None if t is None else t[a:b], None)
+                f = select_output(model(occluded), None if t is None else t[a:b], None)
                 _note("forward", e - s)
                 total[a:b] += (f0[a:b] - f).view(column) * m.to(x.dtype)
                 continue
@@ -949,56 +955,8 @@ def occlusion(
             p, i = idx // n, idx % n
             m = masks[p]
             occluded = torch.where(m, base[i], x[i])
-            f = _select_output(model(occluded), None if t is None else t[i], None)
+            f = select_output(model(occluded), None if t is None else t[i], None)
             _note("forward", e - s)
             drop = (f0[i] - f).view(column)
             total.index_add_(0, i, drop * m.to(x.dtype))
     return total / cover
-
-
-# ----------------------------------------------------------------------------------------------
-# dispatch
-# ----------------------------------------------------------------------------------------------
-_SINGLE: Dict[str, Callable[..., Tensor]] = {
-    "saliency": saliency,
-    "input_x_gradient": input_x_gradient,
-    "integrated_gradients": integrated_gradients,
-    "smoothgrad": smoothgrad,
-    "grad_cam": grad_cam,
-    "occlusion": occlusion,
-}
-
-
-def check_method(name: str) -> str:
-    """Return ``name`` if it is a known method, else raise a ``ValueError`` listing the known ones."""
-    if not isinstance(name, str) or name not in _SINGLE:
-        raise ValueError(
-            f"unknown attribution method {name!r}; known methods: {', '.join(METHODS)} "
-            "(and, with Captum installed, any captum.attr class such as 'DeepLift')"
-        )
-    return name
-
-
-def attribute(
-    model: nn.Module, inputs: Tensor, target: TargetLike = None, method: str = "saliency", /, **options: object
-) -> Tensor:
-    """Compute one attribution method by name: ``attribute(model, x, 3, "integrated_gradients", n_steps=64)``.
-
-    The first four arguments are positional, so that a method's own options keep their names
-    (integrated gradients' ``method="riemann_trapezoid"`` is an option, not the method).
-
-    Example:
-        >>> import torch
-        >>> net = torch.nn.Linear(2, 1, bias=False)
-        >>> _ = net.weight.data.copy_(torch.tensor([[2., -1.]]))
-        >>> attribute(net, torch.tensor([[1., 1.]]), None, "saliency")
-        tensor([[2., 1.]])
-        >>> attribute(net, torch.tensor([[1., 1.]]), None, "integrated_gradients", method="riemann_trapezoid",
-        ...           n_steps=8).round(decimals=4)   # Captum's trapezoid weights sum to (n-1)/n
-        tensor([[ 1.7500, -0.8750]])
-    """
-    fn = _SINGLE[check_method(method)]
-    result = fn(model, inputs, target, **options)
-    if isinstance(result, tuple):
-        return result[0]
-    return result

@@ -78,7 +78,10 @@ def captum_attribute(
     params = inspect.signature(cls.__init__).parameters
     n = inputs.shape[0]
     chunk = n if chunk_size is None else max(1, int(chunk_size))
-    with explaining(model):
+    # Captum's samplers (KernelShap, Lime, GradientShap, ...) draw from the global RNG: run them on a
+    # fork of it, so that explaining never moves the training's random stream
+    devices = [inputs.device.index or 0] if inputs.device.type == "cuda" else []
+    with explaining(model), torch.random.fork_rng(devices=devices):
         ctor: dict = {}
         if "layer" in params:
             from .attribution import resolve_layer

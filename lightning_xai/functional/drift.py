@@ -57,6 +57,8 @@ from torch import Tensor
 from ._sort import argsort
 
 __all__ = [
+    "GridLike",
+    "check_grid",
     "DRIFT_METRICS",
     "VECTOR_METRICS",
     "MAP_METRICS",
@@ -483,7 +485,13 @@ def map_ssim(
 GridLike = Union[int, Sequence[int]]
 
 
-def _grid(grid: GridLike) -> Tuple[int, int]:
+def check_grid(grid: GridLike) -> Tuple[int, int]:
+    """``grid`` (an int or a pair) as ``(rows, columns)``, or a ``ValueError``.
+
+    Example:
+        >>> check_grid(4), check_grid((2, 3))
+        ((4, 4), (2, 3))
+    """
     if isinstance(grid, int) and not isinstance(grid, bool):
         grid = (grid, grid)
     try:
@@ -496,7 +504,7 @@ def _grid(grid: GridLike) -> Tuple[int, int]:
 
 
 def _fitted_grid(grid: GridLike, h: int, w: int) -> Tuple[int, int]:
-    gh, gw = _grid(grid)
+    gh, gw = check_grid(grid)
     return min(gh, h), min(gw, w)
 
 

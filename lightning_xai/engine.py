@@ -1,0 +1,392 @@
+"""The attribution engine: what the callbacks and checks ask for, computed once, without Lightning.
+
+Given a model, a probe, methods (:class:`~lightning_xai.functional.MethodCall`), a target rule, a
+dtype, a chunking policy and a shard (this process's rank, the world size and a ``gather``
+function), :meth:`AttributionEngine.attributions` returns the probe's maps:
+
+- **cached** per (method, options, probe, target, dtype, step): the first caller computes, the others
+  read; :meth:`~AttributionEngine.start_epoch` empties the cache, so maps never outlive their weights;
+- **shared**: methods flagged ``shared_pass`` asked together share one forward+backward pass, and
+  with ``target="predicted"`` that pass also gives the probe's outputs;
+- **sharded**: each rank explains a contiguous share of the probe and ``gather`` assembles the whole
+  (every rank runs the same number of passes);
+- **chunked**: at most :class:`Chunking`'s rows per pass; an out-of-memory error halves it and retries.
+
+Nothing here imports Lightning: a trainer-free loop can use the engine as the callbacks do.
+
+Example:
+    >>> import torch
+    >>> from lightning_xai import ProbeSet, functional as F
+    >>> from lightning_xai.engine import AttributionEngine
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    >>> probe = ProbeSet(torch.randn(6, 4), targets=torch.tensor([0, 1, 2, 0, 1, 2]))
+    >>> engine = AttributionEngine()
+    >>> maps = engine.attributions(net, probe, F.resolve_methods(["saliency", "integrated_gradients"]))
+    >>> {k: tuple(v.shape) for k, v in maps.items()}
+    {'saliency': (6, 4), 'integrated_gradients': (6, 4)}
+    >>> _ = engine.attributions(net, probe, F.resolve_methods("saliency"))  # read from the cache
+    >>> engine.computed["saliency"]
+    1
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from . import functional as F
+from .functional.methods import MethodCall
+from .probe import ProbeSet
+
+__all__ = [
+    "AttributionEngine",
+    "Chunking",
+    "Shard",
+    "TargetRule",
+    "check_target_rule",
+    "resolve_target",
+    "target_key",
+    "first_output",
+]
+
+#: ``"predicted"``, ``"true"``, a class index, a tensor of indices, or ``fn(outputs, targets) -> indices``
+TargetRule = Union[str, int, Tensor, Callable[[Tensor, Optional[Tensor]], Any]]
+
+
+# ----------------------------------------------------------------------------------------------
+# targets: one definition
+# ----------------------------------------------------------------------------------------------
+def check_target_rule(target: Any, probe: Optional[ProbeSet] = None) -> None:
+    """Raise a ``ValueError``/``TypeError`` naming the fix when ``target`` is not a valid rule."""
+    if isinstance(target, str):
+        if target not in ("predicted", "true"):
+            raise ValueError(f"target must be 'predicted', 'true', a class index or a callable; got {target!r}")
+        if target == "true" and probe is not None and probe.targets is None:
+            raise ValueError(
+                "target='true' needs a probe with targets: build it with ProbeSet(inputs, targets) "
+                "or from a dataset whose items carry labels"
+            )
+    elif isinstance(target, Tensor):
+        if target.is_floating_point():
+            raise TypeError(f"a target tensor must hold integer class indices, got dtype {target.dtype}")
+    elif isinstance(target, bool) or not (isinstance(target, int) or callable(target)):
+        raise TypeError(f"target must be 'predicted', 'true', an int class index or a callable; got {target!r}")
+    elif isinstance(target, int) and target < 0:
+        raise ValueError(f"target class index must be >= 0, got {target}")
+
+
+def target_key(target: Any) -> Any:
+    """A hashable, process-independent key for a target rule (callables by qualified name)."""
+    if isinstance(target, (str, int)):
+        return target
+    if isinstance(target, Tensor):
+        return F.options_key(target)
+    return ("callable", getattr(target, "__module__", ""), getattr(target, "__qualname__", type(target).__qualname__))
+
+
+def first_output(out: Any) -> Tensor:
+    """The tensor a model's forward returned (the first element of a tuple or list)."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def resolve_target(target: Any, outputs: Tensor, targets: Optional[Tensor] = None) -> Optional[Tensor]:
+    """The class explained for each probe sample under ``target``, or None for single-output models.
+
+    Example:
+        >>> import torch
+        >>> out = torch.tensor([[0.1, 0.9], [0.8, 0.2]])
+        >>> resolve_target("predicted", out), resolve_target("true", out, torch.tensor([0, 0])), resolve_target(1, out)
+        (tensor([1, 0]), tensor([0, 0]), tensor([1, 1]))
+    """
+    if outputs.dim() == 1 or outputs.shape[1] == 1:
+        return None
+    n, classes = outputs.shape[0], outputs.shape[1]
+    if isinstance(target, str) and target == "predicted":
+        return outputs.argmax(1)
+    if isinstance(target, str) and target == "true":
+        if targets is None:
+            raise ValueError("target='true' needs a probe with targets: build it with ProbeSet(inputs, targets)")
+        return targets.to(outputs.device).long()
+    if isinstance(target, int) and not isinstance(target, bool):
+        return torch.full((n,), target, dtype=torch.long, device=outputs.device)
+    if isinstance(target, Tensor):
+        t = target.to(outputs.device).long().reshape(-1)
+    elif callable(target):
+        t = torch.as_tensor(target(outputs, None if targets is None else targets.to(outputs.device)))
+        t = t.to(outputs.device).long().reshape(-1)
+    else:
+        raise TypeError(f"target must be 'predicted', 'true', an int, a tensor or a callable; got {target!r}")
+    if t.numel() == 1:
+        t = t.expand(n)
+    if t.numel() != n or int(t.max()) >= classes or int(t.min()) < 0:
+        raise ValueError(
+            f"the target {'callable' if callable(target) else 'tensor'} gave {t.tolist()[:8]}...; it must give "
+            f"one class index in 0..{classes - 1} per probe sample ({n})"
+        )
+    return t
+
+
+# ----------------------------------------------------------------------------------------------
+# chunking and sharding
+# ----------------------------------------------------------------------------------------------
+class Chunking:
+    """How many probe rows go through one pass, and what an out-of-memory error taught.
+
+    ``rows()``: a method's own ``chunk_size`` option, else ``chunk_size``, halved after an
+    out-of-memory error, else automatic: the probe size, capped at the training batch size seen in
+    the run (``batch_rows``), so that explaining never holds more activations than a training step.
+
+    Example:
+        >>> c = Chunking()
+        >>> c.batch_rows = 8
+        >>> c.rows(n=32), Chunking(4).rows(n=32)
+        (8, 4)
+    """
+
+    def __init__(self, chunk_size: Optional[int] = None) -> None:
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        self.chunk_size = chunk_size
+        #: the chunk size in use: ``chunk_size``, halved after an out-of-memory error
+        self.current: Optional[int] = chunk_size
+        #: rows of the run's training batches (None: not seen yet; 0: unknown layout)
+        self.batch_rows: Optional[int] = None
+
+    def rows(self, calls: Iterable[MethodCall] = (), n: int = 0) -> Optional[int]:
+        for call in calls:
+            if call.options.get("chunk_size") is not None:
+                return int(call.options["chunk_size"])
+        if self.current is not None:
+            return self.current
+        if self.batch_rows and self.batch_rows < n:
+            return self.batch_rows
+        return None
+
+    def run(self, fn: Callable[[int], Any], chunk: Optional[int], rows: int) -> Any:
+        """``fn(chunk)`` with out-of-memory halving; a chunk size that had to be halved is kept."""
+        result, used = F.with_oom_retry(fn, chunk, rows)
+        if used < (chunk or rows):
+            self.current = used if self.current is None else min(self.current, used)
+        return result
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of a sharded probe: ``rank`` of ``world``, and how to gather the parts.
+
+    ``gather(t)`` returns every rank's ``t`` stacked along a new first axis (Lightning's
+    ``strategy.all_gather``); every rank passes a tensor of the same shape (the engine pads).
+    """
+
+    rank: int = 0
+    world: int = 1
+    gather: Optional[Callable[[Tensor], Tensor]] = None
+
+    def bounds(self, n: int) -> Tuple[int, int]:
+        """Rows ``[start, stop)`` of an ``n``-row probe that this rank explains (contiguous)."""
+        per = -(-n // max(1, self.world))
+        return min(n, self.rank * per), min(n, (self.rank + 1) * per)
+
+    def rows(self, n: int) -> slice:
+        start, stop = self.bounds(n)
+        return slice(start, stop) if stop > start else slice(0, 1)  # an empty shard computes one row, dropped
+
+    def assemble(self, part: Tensor, n: int) -> Tensor:
+        """The whole probe's maps from this rank's ``part`` (a collective when ``world > 1``)."""
+        if self.world <= 1 or self.gather is None:
+            return part
+        start, stop = self.bounds(n)
+        per = -(-n // self.world)
+        part = part if stop > start else part[:0]
+        pad = torch.zeros((per - part.shape[0],) + tuple(part.shape[1:]), dtype=part.dtype, device=part.device)
+        full = self.gather(torch.cat([part, pad]))
+        return full.reshape((-1,) + tuple(part.shape[1:]))[:n]
+
+
+# ----------------------------------------------------------------------------------------------
+# the engine
+# ----------------------------------------------------------------------------------------------
+class AttributionEngine:
+    """Attributions and probe outputs, computed once per (method, options, probe, target, dtype, step).
+
+    Also the meeting point of the probe forward: a *tap* (``add_tap(key, fingerprint, factory)``,
+    ``factory(model) -> context manager``) watches the one probe forward of the epoch instead of
+    running its own; what its ``__enter__`` returned is stored under ``key``.
+    """
+
+    def __init__(self) -> None:
+        self._store: Dict[Hashable, Any] = {}
+        self._used = False
+        #: how many times each method was actually computed (tests and benchmarks read it)
+        self.computed: Counter = Counter()
+        self._taps: Dict[Hashable, Tuple[str, Callable[[Any], Any]]] = {}
+
+    # ------------------------------------------------------------------ the store
+    def start_epoch(self) -> None:
+        """Called by every callback when validation starts; the first call after any use clears."""
+        if self._used:
+            self._store.clear()
+            self._used = False
+
+    def get(self, key: Hashable) -> Any:
+        self._used = True
+        return self._store.get(key)
+
+    def put(self, key: Hashable, value: Any) -> None:
+        self._used = True
+        self._store[key] = value
+
+    def get_or_compute(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        value = self.get(key)
+        if value is None:
+            value = compute()
+            self.put(key, value)
+        return value
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._store
+
+    def add_tap(self, key: Hashable, fingerprint: str, factory: Callable[[Any], Any]) -> None:
+        self._taps[key] = (fingerprint, factory)
+
+    def remove_tap(self, key: Hashable) -> None:
+        self._taps.pop(key, None)
+
+    def taps_for(self, fingerprint: str) -> List[Tuple[Hashable, Callable[[Any], Any]]]:
+        return [(k, f) for k, (fp, f) in self._taps.items() if fp == fingerprint]
+
+    # ------------------------------------------------------------------ keys
+    @staticmethod
+    def outputs_key(probe: ProbeSet, dtype: torch.dtype, step: int = 0) -> Any:
+        return ("__outputs__", probe.fingerprint(), str(dtype), int(step))
+
+    @staticmethod
+    def attribution_key(call: MethodCall, probe: ProbeSet, target: Any, dtype: torch.dtype, step: int = 0) -> Any:
+        return ("attr", call.key, probe.fingerprint(), target_key(target), str(dtype), int(step))
+
+    # ------------------------------------------------------------------ outputs
+    def outputs(
+        self, model: nn.Module, probe: ProbeSet, *, dtype: torch.dtype = torch.float32,
+        chunking: Optional[Chunking] = None, step: int = 0,
+    ) -> Tensor:
+        """The model's outputs on the probe (eval mode, no grad), once per step; taps watch this pass."""
+        chunking = chunking or Chunking()
+        key = self.outputs_key(probe, dtype, step)
+
+        def compute() -> Tensor:
+            x = probe.inputs_for(model)
+            taps = self.taps_for(probe.fingerprint())
+
+            def attempt(c: int) -> Tuple[Tensor, List[Tuple[Any, Any]]]:
+                with ExitStack() as stack:  # fresh watchers for each attempt: a retry never double-counts
+                    watchers = [(k, stack.enter_context(factory(model))) for k, factory in taps]
+                    out = torch.cat([first_output(model(x[s : s + c])) for s in range(0, x.shape[0], c)])
+                return out, watchers
+
+            with F.computing_in(model, dtype, x.device.type) as in_dtype, F.explaining(model), torch.no_grad():
+                if x.is_floating_point():
+                    x = x.to(in_dtype)
+                out, watchers = chunking.run(attempt, chunking.current, x.shape[0])
+            for k, watcher in watchers:
+                self.put(k, watcher)
+            return out.detach()
+
+        return self.get_or_compute(key, compute)
+
+    # ------------------------------------------------------------------ attributions
+    def attributions(
+        self,
+        model: nn.Module,
+        probe: ProbeSet,
+        calls: Mapping[str, MethodCall],
+        *,
+        target: Any = "predicted",
+        dtype: torch.dtype = torch.float32,
+        chunking: Optional[Chunking] = None,
+        shard: Shard = Shard(),
+        step: int = 0,
+    ) -> Dict[str, Tensor]:
+        """``{name: maps}`` of the whole probe for each method call (see the module docstring)."""
+        chunking = chunking or Chunking()
+        keys = {m: self.attribution_key(c, probe, target, dtype, step) for m, c in calls.items()}
+        result = {m: self.get(k) for m, k in keys.items() if k in self}
+        missing = {m: c for m, c in calls.items() if m not in result}
+        if missing:
+            x = probe.inputs_for(model)
+            with F.computing_in(model, dtype, x.device.type) as in_dtype:
+                if x.is_floating_point():
+                    x = x.to(in_dtype)
+                computed = self._compute(model, probe, x, missing, target, dtype, chunking, shard, step)
+            for m, a in computed.items():
+                self.put(keys[m], a)
+                self.computed[m] += 1
+                result[m] = a
+        return {m: result[m] for m in calls}
+
+    def _compute(
+        self, model: nn.Module, probe: ProbeSet, x: Tensor, missing: Mapping[str, MethodCall], target: Any,
+        dtype: torch.dtype, chunking: Chunking, shard: Shard, step: int,
+    ) -> Dict[str, Tensor]:
+        n = x.shape[0]
+        rows = shard.rows(n)
+        xs = x[rows]
+        resolved: List[Optional[Tensor]] = []
+
+        def shard_target() -> Optional[Tensor]:
+            if not resolved:
+                out = self.outputs(model, probe, dtype=dtype, chunking=chunking, step=step)
+                resolved.append(resolve_target(target, out, probe.targets))
+            t = resolved[0]
+            return None if t is None else t[rows]
+
+        result: Dict[str, Tensor] = {}
+        shared = [m for m, c in missing.items() if c.method.shared_pass]
+        if shared:
+            cam = missing.get("grad_cam")
+            cam_opts = {} if cam is None else cam.options
+            options = dict(layer=cam_opts.get("layer"), upsample=cam_opts.get("upsample", True))
+            calls = [missing[m] for m in shared]
+            outputs_key = self.outputs_key(probe, dtype, step)
+            if target == "predicted" and shard.world == 1 and outputs_key not in self:
+                # one forward for both: the pass's own outputs give the predicted class and are kept as
+                # this step's probe outputs; taps watch this pass (not with Grad-CAM: a layer followed by
+                # an in-place op makes it run the forward again)
+                taps = self.taps_for(probe.fingerprint()) if "grad_cam" not in shared else []
+
+                def attempt(c: int) -> Any:
+                    with ExitStack() as stack:
+                        watchers = [(k, stack.enter_context(factory(model))) for k, factory in taps]
+                        out = F.attribute_many(model, xs, "predicted", shared, return_outputs=True, chunk_size=c, **options)
+                    return out, watchers
+
+                (maps, outputs), watchers = chunking.run(attempt, chunking.rows(calls, n), n)
+                self.put(outputs_key, outputs)
+                for k, watcher in watchers:
+                    self.put(k, watcher)
+            else:
+                ts = shard_target()
+                maps = chunking.run(
+                    lambda c: F.attribute_many(model, xs, ts, shared, chunk_size=c, **options),
+                    chunking.rows(calls, n), xs.shape[0],
+                )
+            for m in shared:
+                result[m] = shard.assemble(maps[m], n)
+        for m, call in missing.items():
+            if m in result:
+                continue
+            ts = shard_target()
+            chunk = chunking.rows([call], n)
+            extra: Dict[str, Any] = {"shard": (rows.start, n)} if shard.world > 1 else {}
+            a = chunking.run(lambda c: call(model, xs, ts, chunk_size=c, **extra), chunk, xs.shape[0])
+            if a.shape[0] != xs.shape[0]:
+                raise ValueError(
+                    f"method {m!r} returned maps of shape {tuple(a.shape)} for {xs.shape[0]} inputs; it must "
+                    "return one map per input row"
+                )
+            result[m] = shard.assemble(a.detach(), n)
+        return result
