@@ -217,16 +217,18 @@ def test_relus_outside_forward_are_not_counted_and_inference_mode_works():
     assert list(rec.counts) == ["fc1"] and rec.calls == 1
 
 
-def test_pack_and_reduce_roundtrip_sums_counts():
+def test_reduced_state_sums_counts():
     net = DenseNet(n=5, dead=[2]).eval()
     with torch.no_grad(), F.ReLURecorder(net) as a:
         net(torch.rand(3, 6))
     with torch.no_grad(), F.ReLURecorder(net) as b:
         net(torch.rand(4, 6))
-    la, va = F.pack_relu_counts(a.counts)
-    lb, vb = F.pack_relu_counts(b.counts)
+    la, lb = F.relu_layout(a.counts), F.relu_layout(b.counts)
     assert la == lb
-    summed = F.unpack_relu_counts(la, va + vb)["fc1"]
+    state = F.ReLUCountState(la)
+    state.update(a.counts)
+    state.update(b.counts)
+    summed = state.compute()["fc1"]
     merged = F.merge_relu_counts([a.counts, b.counts])["fc1"]
     assert summed.positions == merged.positions == 7
     assert torch.equal(summed.positive, merged.positive)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import zlib
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
@@ -202,34 +201,20 @@ class DeadReLUMonitor(XAICallback):
         return dict(recorder.counts)
 
     def _reduce(self, trainer: Any, pl_module: Any, counts: Dict[str, F.ReLUCounts]) -> Dict[str, F.ReLUCounts]:
-        """Sum the counts over the DDP ranks (every rank calls this: it is a collective)."""
-        if getattr(trainer, "world_size", 1) <= 1:
-            return counts
-        device = getattr(pl_module, "device", torch.device("cpu"))
-        layout, vector = F.pack_relu_counts(counts, device=device)
-        # every rank sees every rank's layout signature, so all take the same branch below
-        sig = float(zlib.crc32(repr(layout).encode()))
-        sigs = trainer.strategy.all_gather(torch.tensor([sig], dtype=torch.float64, device=device))
-        if bool((sigs == sig).all()):
-            total = trainer.strategy.reduce(vector.clone(), reduce_op="sum")
-            return F.unpack_relu_counts(layout, total)
-        # ranks saw different layers (data-dependent control flow): gather all and merge by name
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            self._warn_once(
-                "layouts",
-                "DeadReLUMonitor: the ranks counted different ReLU layers and cannot be combined; "
-                "values are this rank's only",
-            )
-            return counts
-        local = {
-            k: F.ReLUCounts(
-                c.positive.cpu(), c.abs_sum.cpu(), int(c.positions), int(torch.as_tensor(c.nonfinite)), c.unit
-            )
-            for k, c in counts.items()
-        }
-        parts: List[Any] = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(parts, local)
-        return F.merge_relu_counts([p for p in parts if p])
+        """The counts summed over the DDP ranks (every rank calls this: it is a collective).
+
+        The counts are :class:`~lightning_xai.functional.ReLUCountState` states that torchmetrics
+        sums; their layout is the union of the layers the ranks saw (a rank whose data skipped a
+        layer adds zeros there), agreed on in one exchange of layer names.
+        """
+        layout = F.relu_layout(counts)
+        if getattr(trainer, "world_size", 1) > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            layouts: List[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(layouts, layout)
+            layout = sorted({entry for part in layouts for entry in map(tuple, part)})
+        state = F.ReLUCountState(layout).to(getattr(pl_module, "device", torch.device("cpu")))
+        state.update(counts)
+        return state.compute()
 
     # ------------------------------------------------------------------ logging
     def _report(self, trainer: Any, summary: F.ReLUSummary) -> None:

@@ -48,10 +48,10 @@ from .dead_relu import (
     ReLURecorder,
     ReLUSummary,
     dead_relu_stats,
+    ReLUCountState,
     merge_relu_counts,
-    pack_relu_counts,
+    relu_layout,
     relu_statistics,
-    unpack_relu_counts,
 )
 from .faults import is_out_of_memory, with_oom_retry
 from .drift import (
@@ -170,8 +170,8 @@ __all__ = [
     "ReLUSummary",
     "relu_statistics",
     "dead_relu_stats",
-    "pack_relu_counts",
-    "unpack_relu_counts",
+    "ReLUCountState",
+    "relu_layout",
     "merge_relu_counts",
     "SIMILARITIES",
     "completeness_error",

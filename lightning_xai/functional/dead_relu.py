@@ -70,6 +70,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
+from torchmetrics import Metric
 
 from ._guard import explaining
 
@@ -80,8 +81,8 @@ __all__ = [
     "ReLUSummary",
     "relu_statistics",
     "dead_relu_stats",
-    "pack_relu_counts",
-    "unpack_relu_counts",
+    "ReLUCountState",
+    "relu_layout",
     "merge_relu_counts",
 ]
 
@@ -199,54 +200,64 @@ def merge_relu_counts(parts: Sequence[Mapping[str, ReLUCounts]]) -> Dict[str, Re
     return out
 
 
-def pack_relu_counts(
-    counts: Mapping[str, ReLUCounts], device: Optional[torch.device] = None
-) -> Tuple[List[Tuple[str, int, str]], Tensor]:
-    """Flatten counts into ``(layout, vector)`` so that one all-reduce (sum) combines processes.
+class ReLUCountState(Metric):
+    """ReLU counts of the layers in ``layout`` as torchmetrics states that DDP sums.
 
-    ``layout`` lists ``(layer, units, unit kind)`` in a fixed (sorted) order; ``vector`` holds, per
-    layer, ``positive``, ``abs_sum``, ``positions`` and ``nonfinite`` as float64 (exact for counts
-    below 2**53). Processes whose layouts are equal can sum their vectors element-wise.
+    Each layer's ``positive``, ``abs_sum``, ``positions`` and ``nonfinite`` is a state declared with
+    ``dist_reduce_fx="sum"``: :meth:`compute` returns the counts summed over every process
+    (torchmetrics syncs them when ``torch.distributed`` is initialised). ``layout`` lists
+    ``(layer, units, unit kind)``; a layer a process did not see (data-dependent control flow)
+    contributes zeros there, so every process must be given the same layout (the union).
 
     Example:
         >>> import torch
-        >>> from lightning_xai.functional import ReLUCounts, pack_relu_counts, unpack_relu_counts
-        >>> c = {"fc": ReLUCounts(torch.tensor([0, 3]), torch.tensor([0.0, 2.0], dtype=torch.float64), 3)}
-        >>> layout, vec = pack_relu_counts(c)
-        >>> layout, vec.tolist()
-        ([('fc', 2, 'neuron')], [0.0, 3.0, 0.0, 2.0, 3.0, 0.0])
-        >>> unpack_relu_counts(layout, vec + vec)["fc"].positions
-        6
+        >>> from lightning_xai.functional import ReLUCounts, ReLUCountState
+        >>> state = ReLUCountState([("fc", 2, "neuron")])
+        >>> state.update({"fc": ReLUCounts(torch.tensor([0, 3]), torch.tensor([0.0, 2.0], dtype=torch.float64), 3)})
+        >>> state.update({"fc": ReLUCounts(torch.tensor([1, 0]), torch.tensor([5.0, 0.0], dtype=torch.float64), 2)})
+        >>> total = state.compute()["fc"]
+        >>> total.positive.tolist(), total.positions
+        ([1, 3], 5)
     """
-    layout: List[Tuple[str, int, str]] = []
-    parts: List[Tensor] = []
-    for name in sorted(counts):
-        c = counts[name]
-        dev = device if device is not None else c.positive.device
-        layout.append((name, c.units, c.unit))
-        parts.append(c.positive.to(dev, torch.float64).reshape(-1))
-        parts.append(c.abs_sum.to(dev, torch.float64).reshape(-1))
-        nonfinite = torch.as_tensor(c.nonfinite, dtype=torch.float64).to(dev).reshape(1)
-        parts.append(torch.tensor([float(c.positions)], dtype=torch.float64, device=dev))
-        parts.append(nonfinite)
-    vector = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=device)
-    return layout, vector
+
+    full_state_update = False
+
+    def __init__(self, layout: Sequence[Tuple[str, int, str]]) -> None:
+        super().__init__(sync_on_compute=True)
+        self.layout = [(str(n), int(u), str(k)) for n, u, k in layout]
+        for i, (_, units, _) in enumerate(self.layout):
+            self.add_state(f"positive_{i}", torch.zeros(units, dtype=torch.int64), dist_reduce_fx="sum")
+            self.add_state(f"abs_sum_{i}", torch.zeros(units, dtype=torch.float64), dist_reduce_fx="sum")
+            self.add_state(f"positions_{i}", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
+            self.add_state(f"nonfinite_{i}", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, counts: Mapping[str, ReLUCounts]) -> None:  # type: ignore[override]
+        index = {name: i for i, (name, _, _) in enumerate(self.layout)}
+        for name, c in counts.items():
+            if name not in index:
+                raise ValueError(f"layer {name!r} is not in the layout {[n for n, _, _ in self.layout]}")
+            i = index[name]
+            pos = getattr(self, f"positive_{i}")
+            setattr(self, f"positive_{i}", pos + c.positive.to(pos.device, torch.int64).reshape(-1))
+            total = getattr(self, f"abs_sum_{i}")
+            setattr(self, f"abs_sum_{i}", total + c.abs_sum.to(total.device, torch.float64).reshape(-1))
+            setattr(self, f"positions_{i}", getattr(self, f"positions_{i}") + int(c.positions))
+            nonfinite = torch.as_tensor(c.nonfinite).to(pos.device, torch.int64).reshape(())
+            setattr(self, f"nonfinite_{i}", getattr(self, f"nonfinite_{i}") + nonfinite)
+
+    def compute(self) -> Dict[str, ReLUCounts]:
+        return {
+            name: ReLUCounts(
+                getattr(self, f"positive_{i}").clone(), getattr(self, f"abs_sum_{i}").clone(),
+                int(getattr(self, f"positions_{i}")), int(getattr(self, f"nonfinite_{i}")), unit,
+            )
+            for i, (name, _, unit) in enumerate(self.layout)
+        }
 
 
-def unpack_relu_counts(layout: Sequence[Tuple[str, int, str]], vector: Tensor) -> Dict[str, ReLUCounts]:
-    """Inverse of :func:`pack_relu_counts`."""
-    out: Dict[str, ReLUCounts] = {}
-    i = 0
-    for name, units, unit in layout:
-        positive = vector[i : i + units].round().long()
-        abs_sum = vector[i + units : i + 2 * units].clone()
-        positions = int(round(float(vector[i + 2 * units])))
-        nonfinite = int(round(float(vector[i + 2 * units + 1])))
-        out[name] = ReLUCounts(positive, abs_sum, positions, nonfinite, unit)
-        i += 2 * units + 2
-    if i != vector.numel():
-        raise ValueError(f"the vector holds {vector.numel()} values but the layout describes {i}")
-    return out
+def relu_layout(counts: Mapping[str, ReLUCounts]) -> List[Tuple[str, int, str]]:
+    """``(layer, units, unit kind)`` of each counted layer, sorted by name: a :class:`ReLUCountState` layout."""
+    return [(name, counts[name].units, counts[name].unit) for name in sorted(counts)]
 
 
 # ----------------------------------------------------------------------------------------------
