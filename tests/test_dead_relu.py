@@ -393,13 +393,13 @@ def test_validate_runs_under_inference_mode_and_every_n_epochs(tmp_path):
     model = ConvNet(channels=6, dead=[2])
     mon = DeadReLUMonitor(ProbeSet(torch.rand(4, 1, 5, 5)))
     trainer = _trainer(tmp_path, [mon], logger=False)
-    trainer.validate(model, loader(image_data()))
+    trainer.validate(model, loader(image_data(12, 3, style="noise", size=6)))
     assert float(trainer.callback_metrics["xai/dead_relu/conv"]) == pytest.approx(1 / 6)
     assert float(trainer.callback_metrics["xai/dead_relu/all"]) == pytest.approx(1 / 6)
 
     skip = DeadReLUMonitor(source="validation", every_n_epochs=2)
     trainer = _trainer(tmp_path, [skip], logger=False)
-    trainer.validate(model, loader(image_data()))  # epoch 0: (0 + 1) % 2 != 0
+    trainer.validate(model, loader(image_data(12, 3, style="noise", size=6)))  # epoch 0: (0 + 1) % 2 != 0
     assert skip.last_summary is None and "xai/dead_relu/all" not in trainer.callback_metrics
 
 
