@@ -1,4 +1,5 @@
-"""Small models, data and scripted checks shared by the gate and checks tests."""
+"""The gate tests' model, data and scripted checks; the DDP script ``helpers_gate_ddp.py`` imports this
+module on its own (outside the test package), so it imports nothing from the tests."""
 
 from __future__ import annotations
 
@@ -53,16 +54,6 @@ def tiny_probe(n: int = 6) -> ProbeSet:
     return ProbeSet(ds.tensors[0][:n], ds.tensors[1][:n])
 
 
-def trainer(callbacks: Sequence[pl.Callback], max_epochs: int, tmp_path: str, **kw) -> pl.Trainer:  # type: ignore[no-untyped-def]
-    opts = dict(
-        max_epochs=max_epochs, callbacks=list(callbacks), logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1,
-        default_root_dir=str(tmp_path), num_sanity_val_steps=0,
-    )
-    opts.update(kw)
-    return pl.Trainer(**opts)
-
-
 class Scripted:
     """A Custom check's fn returning ``values[epoch]`` (picklable, for ddp_spawn)."""
 
@@ -104,45 +95,3 @@ class FeatureDriftMonitor(MetricLogger):
 
     def declared_metrics(self):  # type: ignore[no-untyped-def]
         return (r"xai/drift/.+",)
-
-
-def digits_tensors(n: int = 600):  # type: ignore[no-untyped-def]
-    """scikit-learn digits as (N, 1, 8, 8) floats in [0, 1] and labels."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = torch.tensor(data.images[:n], dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(data.target[:n], dtype=torch.long)
-    return x, y
-
-
-def small_cnn(seed: int = 0) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
-            nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 4 * 4, 10),
-        )
-
-
-def trained_digits_cnn(steps: int = 120, seed: int = 0) -> nn.Module:
-    """A small CNN trained on digits in plain torch (a few seconds on CPU); ~90% train accuracy."""
-    x, y = digits_tensors()
-    model = small_cnn(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(seed)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny batches: one thread is faster on a busy machine
-    try:
-        for _ in range(steps):
-            idx = torch.randint(0, len(y), (64,), generator=g)
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    model.eval()
-    for p in model.parameters():
-        p.grad = None
-    return model

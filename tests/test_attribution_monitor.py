@@ -14,7 +14,7 @@ from lightning_xai import ProbeSet
 from lightning_xai.callbacks import AttributionMonitor
 from lightning_xai.callbacks._cache import cache_for
 
-from .models import MLP, LitClassifier, SmallCNN, image_data, read_events, trainer
+from .fixtures import MLP, LitClassifier, SmallCNN, image_data, read_events, trainer
 
 
 def _png_size(encoded: bytes):

@@ -9,7 +9,7 @@ captum_attr = pytest.importorskip("captum.attr")
 
 from lightning_xai import functional as F  # noqa: E402
 
-from .models import MLP, SmallCNN, TwoBranchCNN, trained_batchnorm  # noqa: E402
+from .fixtures import MLP, SmallCNN, TwoBranchCNN, trained_batchnorm  # noqa: E402
 
 TOL = 1e-5
 

@@ -12,9 +12,10 @@ import torch
 from scipy import stats
 from torch import nn
 
-from .helpers_gate import digits_tensors, trained_digits_cnn
 from lightning_xai import ProbeSet, checks
 from lightning_xai import functional as F
+
+from .fixtures import digits_tensors, trained_digits_cnn
 
 
 # ------------------------------------------------------------------------------------------------ fixtures

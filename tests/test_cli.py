@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 from lightning_xai import ProbeSet, ProbeSpec, checks
 from lightning_xai.callbacks import AttributionMonitor, DeadReLUMonitor, FeatureDriftMonitor, SanityGate
 
-from .models import CrossEntropySteps, SmallCNN, image_data, read_events, trainer
+from .fixtures import Classifier, SmallCNN, image_data, quadrant_masks, read_events, trainer
 
 pytest.importorskip("jsonargparse")
 
@@ -104,27 +104,10 @@ def test_every_callback_argument_is_typed_for_jsonargparse():
 
 
 # ---------------------------------------------------------------------------- probes drawn from specs
-class MaskedModule(CrossEntropySteps, pl.LightningModule):
-    """Batches are ``(x, y, mask)``: the mask is only for the probe."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = SmallCNN()
-
-    def forward(self, x):
-        return self.net(x)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.05)
-
-
 def _masked_data(n: int = 32) -> TensorDataset:
+    """Batches ``(x, y, mask)``: the mask (the class quadrant) is only for the probe."""
     x, y = image_data(n).tensors
-    masks = torch.zeros(n, 8, 8)
-    for i in range(n):
-        r, c = divmod(int(y[i]), 2)
-        masks[i, r * 4 : r * 4 + 4, c * 4 : c * 4 + 4] = 1
-    return TensorDataset(x, y, masks)
+    return TensorDataset(x, y, quadrant_masks(y))
 
 
 class MaskedData(pl.LightningDataModule):
@@ -145,7 +128,7 @@ def test_every_callback_draws_its_probe_spec_from_the_datamodule(tmp_path):
         SanityGate(spec, [checks.RelevanceMass("saliency", min_mass=0.0), checks.DeadUnits(1.0)]),
     ]
     tr = trainer(tmp_path, cbs, max_epochs=1)
-    tr.fit(MaskedModule(), datamodule=MaskedData())
+    tr.fit(Classifier(SmallCNN()), datamodule=MaskedData())
     for cb in cbs:
         assert isinstance(cb.probe, ProbeSet) and cb.probe.indices == expected.indices, type(cb).__name__
         assert torch.equal(cb.probe.masks, expected.masks)
@@ -165,7 +148,7 @@ def test_checks_needing_the_probe_are_validated_when_the_spec_is_drawn(tmp_path)
             return DataLoader(image_data(32), batch_size=16)
 
     with pytest.raises(ValueError, match="needs ground-truth masks in the probe"):
-        tr.fit(MaskedModule(), datamodule=NoMasks())
+        tr.fit(Classifier(SmallCNN()), datamodule=NoMasks())
     assert tr.global_step == 0  # before any training step
 
     # loaders passed straight to fit(): drawn, and checked, when the first validation epoch starts
@@ -173,7 +156,7 @@ def test_checks_needing_the_probe_are_validated_when_the_spec_is_drawn(tmp_path)
     tr = trainer(tmp_path, [gate], max_epochs=3)
     loader = DataLoader(image_data(32), batch_size=16)
     with pytest.raises(ValueError, match="needs ground-truth masks in the probe"):
-        tr.fit(MaskedModule(), loader, loader)
+        tr.fit(Classifier(SmallCNN()), loader, loader)
     assert tr.current_epoch == 0 and isinstance(gate.probe, ProbeSet)
 
 
@@ -181,19 +164,19 @@ def test_drift_reference_tensor_with_a_spec_is_checked_when_drawn(tmp_path):
     drift = FeatureDriftMonitor(ProbeSpec(n=8), method="saliency", reference=torch.ones(5))  # 16 cells expected
     tr = trainer(tmp_path, [drift], max_epochs=1)
     with pytest.raises(ValueError, match="reference tensor has 5 values; an importance vector for this probe"):
-        tr.fit(MaskedModule(), datamodule=MaskedData())
+        tr.fit(Classifier(SmallCNN()), datamodule=MaskedData())
     with pytest.raises(ValueError, match="no such file"):
         FeatureDriftMonitor(ProbeSpec(n=8), reference=str(tmp_path / "missing.pt"))
 
 
 def test_drift_reference_file_with_a_spec_is_read_when_drawn(tmp_path):
     first = FeatureDriftMonitor(ProbeSpec(n=8), method="saliency", metrics=["spearman"])
-    trainer(tmp_path / "a", [first], max_epochs=1).fit(MaskedModule(), datamodule=MaskedData())
+    trainer(tmp_path / "a", [first], max_epochs=1).fit(Classifier(SmallCNN()), datamodule=MaskedData())
     first.save_reference(tmp_path / "ref.pt")
     later = FeatureDriftMonitor(ProbeSpec(n=8), method="saliency", metrics=["spearman"], reference=str(tmp_path / "ref.pt"))
     assert later.reference is None  # read once the probe is drawn
     tr = trainer(tmp_path / "b", [later], max_epochs=1)
-    tr.fit(MaskedModule(), datamodule=MaskedData())
+    tr.fit(Classifier(SmallCNN()), datamodule=MaskedData())
     assert torch.equal(later.reference["importance"], first.history[-1]["importance"])
     assert "xai/drift/saliency/spearman/ref" in tr.callback_metrics
 

@@ -24,7 +24,8 @@ from lightning_xai.callbacks import AttributionMonitor
 from lightning_xai import sink as dash
 from lightning_xai.callbacks._base import XAICallback
 
-from .helpers_tb import TinyCNN, accumulator, blob_data, event_files, layouts_in, texts_in, tiny_run
+from .fixtures import EpochMetricsCNN, event_files, image_data, layouts_in, read_events, texts_in, tiny_run
+from .fixtures import trainer as make_trainer
 
 
 # ---------------------------------------------------------------------- custom-scalars layout
@@ -41,7 +42,7 @@ def test_layout_written_once_and_parsed_from_event_file(tmp_path):
     assert list(charts) == ["Loss", "Attribution summaries"]
     assert charts["Loss"] == {"loss": [".*loss.*"], "accuracy": [".*acc.*"]}
     # every chart regex selects the scalars this run really logged, and only those of its kind
-    scalar_tags = accumulator(run["log_dir"]).Tags()["scalars"]
+    scalar_tags = read_events(run["log_dir"]).Tags()["scalars"]
     for title, (regex,) in charts["Attribution summaries"].items():
         hits = [t for t in scalar_tags if re.match(regex, t)]
         assert sorted(hits) == sorted(
@@ -93,10 +94,10 @@ def test_several_callbacks_write_one_layout_and_undeclared_gets_all(tmp_path):
 def test_fit_then_validate_same_log_dir_keeps_one_layout(tmp_path):
     run = tiny_run(str(tmp_path), epochs=1)
     trainer = run["trainer"]
-    trainer.validate(run["model"], DataLoader(blob_data(), batch_size=96), verbose=False)
+    trainer.validate(run["model"], DataLoader(image_data(style="blob"), batch_size=96), verbose=False)
     assert len(layouts_in(run["log_dir"])) == 1
     # validate() runs under inference mode: the maps, picture and summary were still made
-    assert len(accumulator(run["log_dir"]).Images("xai/attr/saliency")) == 2
+    assert len(read_events(run["log_dir"]).Images("xai/attr/saliency")) == 2
     assert len(texts_in(run["log_dir"], "xai/attr/summary")) == 2
     # a second run (a new version directory) gets its own
     run2 = tiny_run(str(tmp_path), epochs=1)
@@ -125,7 +126,7 @@ def test_ddp_two_processes_write_layout_images_and_text_once(tmp_path):
     assert len(files) == 1, f"only rank 0 writes TensorBoard events, got {files}"
     log_dir = os.path.dirname(files[0])
     assert len(layouts_in(log_dir)) == 1
-    acc = accumulator(log_dir)
+    acc = read_events(log_dir)
     assert len(acc.Images("xai/attr/saliency")) == 1
     assert len(texts_in(log_dir, "xai/attr/summary")) == 1
     # one value per epoch (not one per rank): 96 samples / 2 ranks / 32 a batch = step 2
@@ -134,15 +135,12 @@ def test_ddp_two_processes_write_layout_images_and_text_once(tmp_path):
 
 def test_no_layout_without_tensorboard_and_csv_logger_still_works(tmp_path):
     pl.seed_everything(0)
-    data = blob_data()
+    data = image_data(style="blob")
     probe = ProbeSet(data.tensors[0][:4], targets=data.tensors[1][:4])
     monitor = AttributionMonitor(probe, methods=["saliency"])
-    trainer = pl.Trainer(
-        max_epochs=2, logger=CSVLogger(str(tmp_path)), callbacks=[monitor], enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-    )
+    trainer = make_trainer(tmp_path, [monitor], 2, logger=CSVLogger(str(tmp_path)), deterministic=None)
     with pytest.warns(UserWarning, match="no TensorBoardLogger attached") as record:
-        trainer.fit(TinyCNN(), DataLoader(data, batch_size=32), DataLoader(data, batch_size=96))
+        trainer.fit(EpochMetricsCNN(), DataLoader(data, batch_size=32), DataLoader(data, batch_size=96))
     # one warning for images and text together, not one per tag or epoch
     assert sum("no TensorBoardLogger" in str(w.message) for w in record) == 1
     assert dash.ensure_layout(trainer) is False
@@ -170,7 +168,7 @@ def test_attribution_summary_text_each_epoch_matches_scalars(tmp_path):
     run = tiny_run(str(tmp_path), epochs=2)
     texts = texts_in(run["log_dir"], "xai/attr/summary")
     assert [step for step, _ in texts] == [3, 6]  # 96 samples / 32 per batch = 3 steps an epoch
-    acc = accumulator(run["log_dir"])
+    acc = read_events(run["log_dir"])
     step, md = texts[-1]
     assert "**Attribution summaries, epoch 1**" in md
     lines = md.splitlines()
@@ -234,7 +232,7 @@ def test_color_scale_fixed_stays_across_epochs_and_images_use_it(tmp_path):
         assert F.color_scale(seen[-1][1][method].sum(1)) != pytest.approx(expected, rel=1e-3)
     # the logged picture of the last epoch is exactly the overlay at the first epoch's scale
     mon, probe = run["monitor"], run["probe"]
-    acc = accumulator(run["log_dir"])
+    acc = read_events(run["log_dir"])
     last = acc.Images("xai/attr/saliency")[-1]
     got = np.asarray(Image.open(io.BytesIO(last.encoded_image_string)).convert("RGB"))
     maps = seen[-1][1]["saliency"]
@@ -358,7 +356,7 @@ def test_legend_colour_bar_spans_the_colormap_and_names_the_scale():
 def test_event_files_hold_png_images_of_expected_size(tmp_path):
     run = tiny_run(str(tmp_path), epochs=1, n_probe=8)
     assert event_files(run["log_dir"])
-    acc = accumulator(run["log_dir"])
+    acc = read_events(run["log_dir"])
     for method in ("saliency", "integrated_gradients"):
         (event,) = acc.Images(f"xai/attr/{method}")
         png = event.encoded_image_string

@@ -6,7 +6,6 @@ import os
 
 import pytest
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 import pytorch_lightning as pl
@@ -15,39 +14,9 @@ from lightning_xai import ProbeSet
 from lightning_xai.callbacks import AttributionMonitor
 from lightning_xai.functional import attribute, count_passes
 
-from .models import LitClassifier, image_data, read_events, trainer
+from .fixtures import Interleave, LitClassifier, PlainCNN, image_data, read_events, trainer
 
 METHODS = ["saliency", "grad_cam", "integrated_gradients", "smoothgrad", "occlusion"]
-
-
-class NoBatchNormCNN(nn.Module):
-    """No BatchNorm, no Dropout: DDP (2 x 16 per batch) then trains exactly like one process (32)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.fc = nn.Linear(4 * 8 * 8, 4)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.conv(x)).flatten(1))
-
-
-class Interleave(torch.utils.data.Sampler):
-    """Rank r of w takes items r, r+w, ...: a DDP step then sees exactly one process's batch."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def _rank_world(self):
-        dist = torch.distributed
-        return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
-
-    def __iter__(self):
-        rank, world = self._rank_world()
-        return iter(range(rank, self.n, world))
-
-    def __len__(self) -> int:
-        return self.n // self._rank_world()[1]
 
 
 class SaveMaps(pl.Callback):
@@ -91,7 +60,7 @@ def _run(tmp_path, devices: int, n: int = 10, target: str = "true"):
         use_distributed_sampler=False, **kwargs,
     )
     torch.manual_seed(0)
-    model = LitClassifier(NoBatchNormCNN())
+    model = LitClassifier(PlainCNN())  # no BatchNorm/Dropout: DDP (2 x 16) trains like one process (32)
     loader = DataLoader(ds, batch_size=32 // devices, sampler=Interleave(len(ds)))
     tr.fit(model, loader, loader)
     return tr, out

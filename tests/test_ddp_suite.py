@@ -8,8 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from .helpers_suite import GATE_CHECKS, Interleave, OneThread, SuiteCNN, suite, xai_scalars
-from .models import LitClassifier, image_data, read_events, trainer
+from .fixtures import GATE_CHECKS, Interleave, LitClassifier, OneThread, PlainCNN, image_data, read_events, suite, trainer, xai_scalars
 
 EPOCHS = 3
 
@@ -25,7 +24,7 @@ def _run(root, devices: int):
     kwargs = {"strategy": "ddp_spawn", "devices": 2} if devices == 2 else {}
     tr = trainer(root, [*suite(), OneThread()], max_epochs=EPOCHS, use_distributed_sampler=False, **kwargs)
     torch.manual_seed(0)
-    model = LitClassifier(SuiteCNN())
+    model = LitClassifier(PlainCNN((4, 6)))
     ds = image_data(64)
     loader = DataLoader(ds, batch_size=32 // devices, sampler=Interleave(len(ds)))
     tr.fit(model, loader, loader)

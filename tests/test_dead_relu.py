@@ -11,11 +11,7 @@ import torch
 import torch.nn.functional as TF
 from torch import nn
 
-import pytorch_lightning as pl
-from pytorch_lightning.loggers import TensorBoardLogger
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-from .helpers_deadrelu import (
+from .fixtures import (
     RELU_KINDS,
     ConvNet,
     DenseNet,
@@ -24,6 +20,8 @@ from .helpers_deadrelu import (
     hooks_on,
     image_data,
     loader,
+    read_events,
+    trainer,
 )
 from lightning_xai import ProbeSet
 from lightning_xai import functional as F
@@ -32,17 +30,14 @@ from lightning_xai.callbacks._cache import cache_for
 
 
 def _trainer(tmp_path, callbacks, epochs=1, logger=True, **kw):
-    lg = TensorBoardLogger(str(tmp_path), name="tb", version=0) if logger else False
-    return pl.Trainer(
-        max_epochs=epochs, callbacks=callbacks, logger=lg, enable_progress_bar=False, enable_model_summary=False,
-        enable_checkpointing=False, accelerator="cpu", devices=1, **kw,
-    )
+    """The shared Trainer with this module's settings: logs to tmp_path/tb/version_0, Lightning's own
+    sanity check (2 batches) and determinism setting."""
+    kw = {"num_sanity_val_steps": 2, "deterministic": None, **kw}
+    return trainer(tmp_path, callbacks, epochs, logger=logger, name="tb", version=0, **kw)
 
 
 def _events(tmp_path):
-    ea = EventAccumulator(str(tmp_path / "tb" / "version_0"), size_guidance={"scalars": 0, "histograms": 0})
-    ea.Reload()
-    return ea
+    return read_events(tmp_path / "tb" / "version_0")
 
 
 def _no_mode() -> bool:
@@ -400,13 +395,13 @@ def test_validate_runs_under_inference_mode_and_every_n_epochs(tmp_path):
     model = ConvNet(channels=6, dead=[2])
     mon = DeadReLUMonitor(ProbeSet(torch.rand(4, 1, 5, 5)))
     trainer = _trainer(tmp_path, [mon], logger=False)
-    trainer.validate(model, loader(image_data()))
+    trainer.validate(model, loader(image_data(12, 3, style="noise", size=6)))
     assert float(trainer.callback_metrics["xai/dead_relu/conv"]) == pytest.approx(1 / 6)
     assert float(trainer.callback_metrics["xai/dead_relu/all"]) == pytest.approx(1 / 6)
 
     skip = DeadReLUMonitor(source="validation", every_n_epochs=2)
     trainer = _trainer(tmp_path, [skip], logger=False)
-    trainer.validate(model, loader(image_data()))  # epoch 0: (0 + 1) % 2 != 0
+    trainer.validate(model, loader(image_data(12, 3, style="noise", size=6)))  # epoch 0: (0 + 1) % 2 != 0
     assert skip.last_summary is None and "xai/dead_relu/all" not in trainer.callback_metrics
 
 
@@ -424,8 +419,7 @@ def test_histograms_without_tensorboard_warn_once(tmp_path):
     from pytorch_lightning.loggers import CSVLogger
 
     mon = DeadReLUMonitor(source="validation")
-    trainer = pl.Trainer(max_epochs=2, callbacks=[mon], logger=CSVLogger(str(tmp_path)), enable_progress_bar=False,
-                         enable_checkpointing=False, enable_model_summary=False)
+    trainer = _trainer(tmp_path, [mon], epochs=2, logger=CSVLogger(str(tmp_path)))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit(DenseNet(dead=[0]), loader(dense_data()), loader(dense_data(seed=1)))

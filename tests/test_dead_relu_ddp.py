@@ -5,12 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import pytorch_lightning as pl
-from pytorch_lightning.loggers import TensorBoardLogger
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-from .ddp_exit import with_exit_cleanup
-from .helpers_deadrelu import BranchNet, RankNet, loader, rank_split_data
+from .fixtures import BranchNet, RankNet, loader, rank_split_data, read_events, trainer
 from lightning_xai import ProbeSet
 from lightning_xai.callbacks import DeadReLUMonitor
 
@@ -18,16 +13,9 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="ne
 
 
 def _fit(tmp_path, monitor, val, devices, strategy, model=None):
-    trainer = pl.Trainer(
-        strategy=strategy, accelerator="cpu", devices=devices, max_epochs=1,
-        callbacks=with_exit_cleanup([monitor], strategy),
-        logger=TensorBoardLogger(str(tmp_path), name="tb", version=0), enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
-    )
-    trainer.fit(model or RankNet(), loader(rank_split_data(8), batch_size=2), loader(val, batch_size=2))
-    ea = EventAccumulator(str(tmp_path / "tb" / "version_0"), size_guidance={"scalars": 0, "histograms": 0})
-    ea.Reload()
-    return trainer, ea
+    tr = trainer(tmp_path, [monitor], 1, name="tb", version=0, strategy=strategy, devices=devices, deterministic=None)
+    tr.fit(model or RankNet(), loader(rank_split_data(8), batch_size=2), loader(val, batch_size=2))
+    return tr, read_events(tmp_path / "tb" / "version_0")
 
 
 def test_unit_that_fires_only_on_rank_1_is_not_dead(tmp_path):

@@ -13,13 +13,15 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from .helpers_drift import (
+from .fixtures import (
     FEATURES,
+    Classifier,
+    PlainCNN,
     RecordingLogger,
     TabularNet,
-    TinyCNN,
     image_data,
     loaders,
+    split,
     tabular_data,
     tabular_probe,
     trainer,
@@ -38,7 +40,7 @@ def _fit(callbacks, max_epochs=3, logger=None, model=None, seed=0, ckpt_path=Non
     torch.manual_seed(seed)
     model = model if model is not None else TabularNet()
     tr, va = tabular_data()
-    t = trainer(callbacks, max_epochs=max_epochs, logger=logger if logger is not None else False, **kwargs)
+    t = trainer(None, callbacks, max_epochs, logger=logger if logger is not None else False, **kwargs)
     t.fit(model, *loaders(tr, va), ckpt_path=ckpt_path)
     return t, model
 
@@ -102,13 +104,13 @@ def test_tensorboard_tags_and_values(tmp_path, probe):
 
 
 def test_image_probe_logs_map_metrics_and_grid_importance(tmp_path):
-    tr, va = image_data()
+    tr, va = split(image_data(48, 3, style="diagonal"), 32)
     probe = ProbeSet(va.tensors[0][:8], va.tensors[1][:8])
     drift = FeatureDriftMonitor(probe, method="saliency", grid=(2, 2), metrics=["spearman", "map_spearman", "map_ssim"])
     logger = TensorBoardLogger(str(tmp_path), name="img")
     torch.manual_seed(0)
-    t = trainer([drift], max_epochs=2, logger=logger)
-    t.fit(TinyCNN(), *loaders(tr, va))
+    t = trainer(None, [drift], 2, logger=logger)
+    t.fit(Classifier(PlainCNN(classes=3), lr=0.01, adam=True, val_loss="val_loss"), *loaders(tr, va))
     acc = EventAccumulator(logger.log_dir, size_guidance={"scalars": 0, "images": 0})
     acc.Reload()
     scalars = set(acc.Tags()["scalars"])
@@ -406,7 +408,7 @@ def test_tabular_example_leak_shows_in_the_drift(tmp_path):
 
 
 def test_grad_cam_at_layer_resolution(probe):
-    tr, va = image_data()
+    tr, va = split(image_data(48, 3, style="diagonal"), 32)
     img_probe = ProbeSet(va.tensors[0][:6], va.tensors[1][:6])
     drift = FeatureDriftMonitor(img_probe, method={"grad_cam": {"upsample": False}}, grid=(2, 2), metrics=["spearman", "map_ssim"])
     for epoch in range(2):
@@ -424,7 +426,7 @@ def test_ddp_spawn_writes_each_tag_once(tmp_path, probe):
     logger = TensorBoardLogger(str(tmp_path), name="ddp", version=0)
     tr, va = tabular_data()
     torch.manual_seed(0)
-    t = trainer([drift], max_epochs=2, logger=logger, strategy="ddp_spawn", devices=2)
+    t = trainer(None, [drift], 2, logger=logger, strategy="ddp_spawn", devices=2)
     t.fit(TabularNet(), *loaders(tr, va))
     acc = EventAccumulator(logger.log_dir, size_guidance={"scalars": 0})
     acc.Reload()

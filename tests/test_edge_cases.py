@@ -11,7 +11,7 @@ from lightning_xai import ProbeSet, ProbeSpec
 from lightning_xai import functional as F
 from lightning_xai.callbacks import AttributionMonitor, DeadReLUMonitor
 
-from .models import MLP, LitClassifier, SmallCNN, image_data, trainer
+from .fixtures import MLP, LitClassifier, SmallCNN, image_data, trainer
 
 
 def test_tensor_options_with_equal_sums_are_different_cache_entries(tmp_path):

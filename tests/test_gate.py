@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from .fixtures import trainer as make_trainer
 from .helpers_gate import (
     DeadReLUMonitor,
     FeatureDriftMonitor,
@@ -21,15 +22,16 @@ from .helpers_gate import (
     TinyClassifier,
     tiny_loaders,
     tiny_probe,
-    trainer as make_trainer,
 )
 from lightning_xai import ProbeSet, SanityCheckError, checks
 from lightning_xai.callbacks import AttributionMonitor, GateReason, SanityGate
 from lightning_xai.callbacks._cache import cache_for
 
+GATE_TRAINER = dict(logger=False, deterministic=None)  # no logger unless a test passes one
+
 
 def fit(callbacks, max_epochs, tmp_path, model=None, **kw):  # type: ignore[no-untyped-def]
-    trainer = make_trainer(callbacks, max_epochs, tmp_path, **kw)
+    trainer = make_trainer(tmp_path, callbacks, max_epochs, **{**GATE_TRAINER, **kw})
     train, val = tiny_loaders()
     trainer.fit(model or TinyClassifier(), train, val)
     return trainer
@@ -117,7 +119,7 @@ def test_skipped_in_sanity_check_fast_dev_run_and_validate(tmp_path) -> None:  #
     assert gate.checks[0].fn.calls == []
 
     gate = scripted_gate([1, 1, 1], tmp_path)
-    trainer = make_trainer([gate], 1, tmp_path)
+    trainer = make_trainer(tmp_path, [gate], 1, **GATE_TRAINER)
     trainer.validate(TinyClassifier(), tiny_loaders()[1], verbose=False)
     assert gate.checks[0].fn.calls == [] and not trainer.should_stop
 
@@ -212,7 +214,7 @@ def test_resume_keeps_the_patience_counter(tmp_path) -> None:  # type: ignore[no
     trainer.save_checkpoint(ckpt)
 
     resumed = scripted_gate(values, tmp_path, patience=2)
-    trainer = make_trainer([resumed], 7, tmp_path)
+    trainer = make_trainer(tmp_path, [resumed], 7, **GATE_TRAINER)
     train, val = tiny_loaders()
     trainer.fit(TinyClassifier(), train, val, ckpt_path=ckpt)
     # the third failure in a row is epoch 3; a gate that forgot the count would run to epoch 5

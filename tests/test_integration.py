@@ -14,7 +14,7 @@ from lightning_xai import functional as F
 from lightning_xai.callbacks import AttributionMonitor, DeadReLUMonitor, FeatureDriftMonitor, SanityGate
 from lightning_xai.callbacks._cache import cache_for
 
-from .models import LitClassifier, SmallCNN, image_data, read_events, trainer
+from .fixtures import LitClassifier, SmallCNN, image_data, read_events, trainer
 
 
 def _suite(probe):

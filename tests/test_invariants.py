@@ -12,7 +12,7 @@ from lightning_xai import ProbeSet
 from lightning_xai import functional as F
 from lightning_xai.callbacks import AttributionMonitor
 
-from .models import LitClassifier, SmallCNN, image_data, trained_batchnorm, trainer
+from .fixtures import LitClassifier, SmallCNN, image_data, trained_batchnorm, trainer
 
 ALL = list(F.METHODS)
 

@@ -27,7 +27,7 @@ from lightning_xai import functional as F  # noqa: E402
 from lightning_xai.callbacks import AttributionMonitor  # noqa: E402
 from lightning_xai.callbacks._cache import cache_for  # noqa: E402
 
-from .models import CrossEntropySteps  # noqa: E402
+from .fixtures import Classifier, trainer  # noqa: E402
 
 TOL = dict(rtol=1e-4, atol=1e-6)
 
@@ -196,18 +196,6 @@ def test_probe_is_fixed_and_its_fingerprint_and_device_copies_are_cached(monkeyp
     assert len(ProbeSet(torch.randn(2, 3).bfloat16()).fingerprint()) == 16
 
 
-class _Digitsish(CrossEntropySteps, pl.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = cnn(inplace=False)
-
-    def forward(self, x):  # type: ignore[no-untyped-def]
-        return self.net(x)
-
-    def configure_optimizers(self):  # type: ignore[no-untyped-def]
-        return torch.optim.SGD(self.parameters(), lr=0.05)
-
-
 class _CountForwards(pl.Callback):
     """Counts the model's forward calls (and their rows) made by the callbacks listed after it."""
 
@@ -237,14 +225,11 @@ def _fit(callbacks, tmp_path, batch_size=8, logger=False, epochs=1):  # type: ig
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(48, 3, 8, 8, generator=g), torch.randint(0, 5, (48,), generator=g)
     ds = TensorDataset(x, y)
-    trainer = pl.Trainer(
-        max_epochs=epochs, logger=logger, callbacks=callbacks, enable_progress_bar=False, enable_checkpointing=False,
-        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path, accelerator="cpu",
-    )
+    tr = trainer(tmp_path, callbacks, epochs, logger=logger, deterministic=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(_Digitsish(), DataLoader(ds, batch_size=batch_size), DataLoader(ds, batch_size=48))
-    return trainer, ds
+        tr.fit(Classifier(cnn(inplace=False)), DataLoader(ds, batch_size=batch_size), DataLoader(ds, batch_size=48))
+    return tr, ds
 
 
 def test_monitor_predicted_target_costs_one_forward_and_automatic_chunk_follows_the_batch(tmp_path):

@@ -14,7 +14,7 @@ from lightning_xai import ProbeSet, ProbeSpec
 from lightning_xai import functional as F
 from lightning_xai.callbacks import AttributionMonitor
 
-from .models import CrossEntropySteps, LitClassifier, SmallCNN, image_data, read_events, trainer
+from .fixtures import CrossEntropySteps, LitClassifier, SmallCNN, image_data, read_events, trainer
 
 
 # ---------------------------------------------------------------------------- both packages

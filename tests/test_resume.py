@@ -9,14 +9,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightning_xai.callbacks import SanityGate
 
-from .helpers_suite import GATE_CHECKS, SuiteCNN, suite, xai_scalars
-from .models import LitClassifier, image_data, read_events
+from .fixtures import GATE_CHECKS, LitClassifier, PlainCNN, image_data, read_events, suite, trainer, xai_scalars
 
 
 @pytest.fixture(autouse=True)
@@ -31,13 +28,9 @@ def one_thread():
 def _fit(root, max_epochs: int, ckpt_path=None, version: int = 0):
     callbacks = suite()
     ckpt = ModelCheckpoint(dirpath=str(root / "ckpt"), filename="{epoch}", save_top_k=-1, every_n_epochs=1)
-    tr = pl.Trainer(
-        default_root_dir=str(root), max_epochs=max_epochs, accelerator="cpu", devices=1,
-        logger=TensorBoardLogger(str(root), name="run", version=version), callbacks=[*callbacks, ckpt],
-        enable_progress_bar=False, enable_model_summary=False, deterministic=True, num_sanity_val_steps=0,
-    )
+    tr = trainer(root, [*callbacks, ckpt], max_epochs, version=version, enable_checkpointing=True)
     torch.manual_seed(0)
-    model = LitClassifier(SuiteCNN())
+    model = LitClassifier(PlainCNN((4, 6)))
     loader = DataLoader(image_data(64), batch_size=16)  # no shuffling: the order needs no RNG state
     tr.fit(model, loader, loader, ckpt_path=ckpt_path)
     return tr, callbacks, model

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .helpers_tb import (
+from .fixtures import (
     CHROMIUM_CANDIDATES,
     TensorBoardServer,
-    accumulator,
     chromium,
     chromium_path,
     http_get,
+    read_events,
     tiny_run,
 )
 
@@ -40,7 +40,7 @@ def _q(**params):
 
 def test_server_serves_our_images_scalars_layout_and_text(run_dir):
     root, run = run_dir
-    acc = accumulator(run["log_dir"])
+    acc = read_events(run["log_dir"])
     with TensorBoardServer(root) as tb:
         images = tb.wait_for(
             "/data/plugin/images/tags", lambda j: len(next(iter(j.values()), {})) >= len(METHODS)
