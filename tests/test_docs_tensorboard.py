@@ -1,4 +1,4 @@
-"""The examples in README.md, docs/tensorboard.md and docs/tour.md run and give the output they show."""
+"""The examples in README.md, docs/tensorboard.md, docs/tour.md and docs/extending.md run and give the output they show."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
 
 
-@pytest.mark.parametrize("name", ["tensorboard.md", "tour.md", "../README.md"])
+@pytest.mark.parametrize("name", ["tensorboard.md", "tour.md", "extending.md", "../README.md"])
 def test_markdown_examples_run(name):
     path = os.path.join(DOCS, name)
     result = doctest.testfile(
@@ -21,7 +21,7 @@ def test_markdown_examples_run(name):
     assert result.failed == 0, f"{name}: {result.failed} of {result.attempted} examples failed (see output above)"
 
 
-@pytest.mark.parametrize("name", ["tensorboard.md", "tour.md", "../README.md"])
+@pytest.mark.parametrize("name", ["tensorboard.md", "tour.md", "extending.md", "../README.md"])
 def test_markdown_images_exist_and_are_small(name):
     import re
 
