@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from . import attribution as _attr
+from ._guard import explaining
 from .captum_bridge import captum_attribute, captum_available, captum_class
 
 __all__ = [
@@ -74,12 +75,13 @@ class AttributionMethod:
     Args:
         name: the name it is logged under (``xai/attr/<name>``).
         fn: ``fn(model, inputs, target, **options) -> Tensor`` with one map per input row.
-        needs_gradients: whether ``fn`` differentiates through the model (the engine then gives it
-            inputs that can join autograd; False for perturbation methods that only run forwards).
+        needs_gradients: whether ``fn`` differentiates through the model (False for perturbation
+            methods that only run forwards). Every method runs with autograd on and the model in eval
+            mode with frozen parameters; the flag tells the engine what it costs.
         resolution: ``"input"`` (maps shaped like the inputs) or ``"layer"`` (a layer's resolution,
             such as Grad-CAM without upsampling); a ``resolution`` option of the call may say so too.
-        stochastic: whether ``fn`` draws random numbers (it must use its own seeded generator:
-            the global RNG is saved and restored around it anyway).
+        stochastic: whether ``fn`` draws random numbers (seed your own generator, so that epochs are
+            comparable: the global RNG is restored after every call, so its draws would repeat).
         shared_pass: rides on the one forward+backward pass that saliency, input x gradient and
             Grad-CAM share (built-ins only).
         options: the option names ``fn`` takes; ``None`` reads them from its signature.
@@ -142,12 +144,18 @@ class AttributionMethod:
 
     # ---------------------------------------------------------------------------------- calling
     def __call__(self, model: nn.Module, inputs: Tensor, target: Any = None, **options: Any) -> Tensor:
-        result = self.fn(model, inputs, target, **options)
+        """Run ``fn`` under the library's guarantees: the model in eval mode with its parameters frozen
+        and autograd on (also inside Lightning's no-grad validation and ``inference_mode``), inputs
+        that can join autograd, and the global RNG put back afterwards; every flag is restored."""
+        devices = [inputs.device.index or 0] if inputs.device.type == "cuda" else []
+        with explaining(model), torch.random.fork_rng(devices=devices):
+            x = inputs.detach().clone() if inputs.is_inference() else inputs.detach()
+            result = self.fn(model, x, target, **options)
         if isinstance(result, tuple):
             result = result[0]
         if not isinstance(result, Tensor):
             result = torch.as_tensor(result)
-        return result
+        return result.detach()
 
     def is_layer_resolution(self, options: Mapping[str, Any]) -> bool:
         """Whether this call's maps have a layer's resolution rather than the inputs' shape."""
