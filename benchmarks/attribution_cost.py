@@ -10,8 +10,10 @@ plain batched loop in chunks of the probe size: model frozen in eval mode, ``out
     smoothgrad                   n_samples x (forward + backward to the input) of the probe
     occlusion                    (1 + windows) x forward of the probe, no backward
 
-Ours (``lightning_xai.functional``) and Captum run on the same model, inputs and targets, with the
-same rows per pass, interleaved (ours, limit, captum, ours, ...); medians are reported.
+Ours (``lightning_xai.functional``), the engine (``lightning_xai.engine.AttributionEngine``: the
+path every callback takes, method table and cache included, a fresh engine each time so nothing is
+read from its cache) and Captum run on the same model, inputs and targets, with the same rows per
+pass, interleaved (ours, limit, engine, captum, ours, ...); medians are reported.
 
 Run:  python benchmarks/attribution_cost.py [--small] [--probe 64] [--threads 1] [--methods ...]
 """
@@ -25,7 +27,8 @@ from torch import nn
 
 from _common import base_parser, emit, interleaved, cam_layer, input_shape, make_model, model_label, median, setup, table
 
-from lightning_xai import functional as F
+from lightning_xai import ProbeSet, functional as F
+from lightning_xai.engine import AttributionEngine
 
 METHODS = ["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "grad_cam", "occlusion"]
 
@@ -91,6 +94,13 @@ def build(method: str, model: nn.Module, x: torch.Tensor, t: torch.Tensor, args:
         positions = 8 * 8
         variants["ours"] = lambda: F.occlusion(model, x, t, window=window)
         variants["limit"] = lambda: forward_loop(model, x, 1 + positions)
+    options = {
+        "grad_cam": {"layer": layer_name}, "integrated_gradients": {"n_steps": args.steps},
+        "smoothgrad": {"n_samples": args.samples, "noise": 0.15}, "occlusion": {"window": window},
+    }.get(method, {})
+    calls = F.resolve_methods({method: options})
+    probe = ProbeSet(x.cpu(), targets=t.cpu())
+    variants["engine"] = lambda: AttributionEngine().attributions(model, probe, calls, target="true")
     if args.captum:
         variants["captum"] = captum_variant(method, model, x, t, layer, window, args)
     return variants
@@ -156,14 +166,15 @@ def main(argv: Any = None) -> Dict[str, Any]:
         med = {k: median(v) for k, v in times.items()}
         entry = {f"{k}_ms": 1e3 * v for k, v in med.items()}
         entry["ours_over_limit"] = med["ours"] / med["limit"]
+        entry["engine_over_limit"] = med["engine"] / med["limit"]
         if "captum" in med:
             entry["captum_over_limit"] = med["captum"] / med["limit"]
         results[method] = entry
         rows.append(
-            [method, 1e3 * med["limit"], 1e3 * med["ours"], entry["ours_over_limit"]]
+            [method, 1e3 * med["limit"], 1e3 * med["ours"], entry["ours_over_limit"], entry["engine_over_limit"]]
             + ([1e3 * med["captum"], entry["captum_over_limit"]] if "captum" in med else ["-", "-"])
         )
-    text = table(rows, ["method", "limit ms", "ours ms", "ours/limit", "captum ms", "captum/limit"])
+    text = table(rows, ["method", "limit ms", "ours ms", "ours/limit", "engine/limit", "captum ms", "captum/limit"])
     config = {
         "model": model_label(args, model),
         "input": [args.probe, *input_shape(args)], "ig_steps": args.steps, "smoothgrad_samples": args.samples,

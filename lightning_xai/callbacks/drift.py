@@ -14,63 +14,12 @@ from .. import functional as F
 from ..functional.drift import GridLike
 from ..functional.methods import MethodLike
 from ..probe import ProbeSet, ProbeSpec
+from ..drift_reference import REFERENCE_FORMAT, load_reference, reference_entry, tag_names, write_reference
 from ._base import TargetSpec, XAICallback
 
 __all__ = ["FeatureDriftMonitor", "load_reference", "REFERENCE_FORMAT"]
 
-#: The ``"format"`` entry of a reference file written by :meth:`FeatureDriftMonitor.save_reference`.
-REFERENCE_FORMAT = "lightning_xai.drift_reference"
-_REFERENCE_VERSION = 1
-
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-def load_reference(path: PathLike) -> Dict[str, Any]:
-    """Read a reference file written by :meth:`FeatureDriftMonitor.save_reference`.
-
-    Returns its dict: ``importance`` (1-D float64 tensor), ``maps`` (per-sample maps or None),
-    ``method``, ``epoch``, ``grid``, ``probe_fingerprint``, ``feature_names``.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"reference file {path!r} does not exist; write one with FeatureDriftMonitor.save_reference(path)"
-        )
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - re-raised with the fix
-        raise ValueError(
-            f"cannot read {path!r} as a drift reference ({type(err).__name__}: {err}); "
-            "write one with FeatureDriftMonitor.save_reference(path)"
-        ) from err
-    if not isinstance(data, dict) or data.get("format") != REFERENCE_FORMAT:
-        raise ValueError(
-            f"{path!r} is not a drift reference file (no format {REFERENCE_FORMAT!r}); "
-            "write one with FeatureDriftMonitor.save_reference(path)"
-        )
-    if int(data.get("version", 0)) > _REFERENCE_VERSION:
-        raise ValueError(
-            f"{path!r} was written by a newer lightning_xai (reference format version {data['version']}); upgrade"
-        )
-    return data
-
-
-def _tag_name(name: str) -> str:
-    """A feature name made safe for a TensorBoard tag part (no '/', no spaces)."""
-    return re.sub(r"[^\w.\-\[\],]+", "_", name.strip()) or "_"
-
-
-def _unique(names: Sequence[str]) -> List[str]:
-    seen: Dict[str, int] = {}
-    out = []
-    for n in names:
-        if n in seen:
-            seen[n] += 1
-            out.append(f"{n}_{seen[n]}")
-        else:
-            seen[n] = 0
-            out.append(n)
-    return out
 
 
 class FeatureDriftMonitor(XAICallback):
@@ -205,7 +154,7 @@ class FeatureDriftMonitor(XAICallback):
         self._names = F.importance_names(
             tuple(probe.inputs.shape[1:]), self.grid, probe.feature_names if probe.kind == "tabular" else None
         )
-        self._tag_names = _unique([_tag_name(n) for n in self._names])
+        self._tag_names = tag_names(self._names)
         if self._pending_reference is not None:
             kind, value = self._pending_reference
             self._pending_reference = None
@@ -262,28 +211,7 @@ class FeatureDriftMonitor(XAICallback):
 
     def _reference_from_tensor(self, t: Tensor) -> Dict[str, Any]:
         assert self.probe is not None
-        t = t.detach()
-        size = self._expected_size()
-        if t.dim() == 1:
-            if t.numel() != size:
-                raise ValueError(
-                    f"reference tensor has {t.numel()} values; an importance vector for this probe "
-                    f"{tuple(self.probe.inputs.shape)} with grid={self.grid} has {size} "
-                    "(or pass attributions shaped like the probe's inputs)"
-                )
-            if bool((t < 0).any()):
-                raise ValueError("a reference importance vector must be >= 0 (mean |attribution| per feature)")
-            return {"epoch": None, "importance": t.double().cpu().clone(), "maps": None}
-        if tuple(t.shape) != tuple(self.probe.inputs.shape):
-            raise ValueError(
-                f"reference tensor of shape {tuple(t.shape)} is neither an importance vector ({size} values) "
-                f"nor attributions shaped like the probe's inputs {tuple(self.probe.inputs.shape)}"
-            )
-        return {
-            "epoch": None,
-            "importance": F.feature_importance(t, self.grid),
-            "maps": F.per_sample_maps(t),
-        }
+        return reference_entry(t, tuple(self.probe.inputs.shape), self.grid, self._expected_size())
 
     def _reference_from_file(self, path: str) -> Dict[str, Any]:
         assert self.probe is not None
@@ -345,7 +273,7 @@ class FeatureDriftMonitor(XAICallback):
         maps = F.per_sample_maps(attributions)
         if importance.numel() != len(self._names):  # e.g. grad_cam(upsample=False): the layer's resolution
             self._names = F.importance_names(tuple(attributions.shape[1:]), self.grid)
-            self._tag_names = _unique([_tag_name(n) for n in self._names])
+            self._tag_names = tag_names(self._names)
         if self._reference is not None and self._reference["importance"].numel() != importance.numel():
             raise ValueError(
                 f"FeatureDriftMonitor: the reference has {self._reference['importance'].numel()} importance values, "
@@ -449,19 +377,9 @@ class FeatureDriftMonitor(XAICallback):
             if self._reference is None:
                 raise RuntimeError("no reference yet: it is set at the reference epoch")
             entry = self._reference
-        torch.save(
-            {
-                "format": REFERENCE_FORMAT,
-                "version": _REFERENCE_VERSION,
-                "method": self.method,
-                "epoch": entry.get("epoch"),
-                "grid": list(self.grid),
-                "importance": entry["importance"].clone(),
-                "maps": None if entry.get("maps") is None else entry["maps"].clone(),
-                "probe_fingerprint": self.probe.fingerprint(),
-                "feature_names": list(self._names),
-            },
-            os.fspath(path),
+        write_reference(
+            path, method=self.method, epoch=entry.get("epoch"), grid=list(self.grid), importance=entry["importance"],
+            maps=entry.get("maps"), probe_fingerprint=self.probe.fingerprint(), feature_names=list(self._names),
         )
 
     # ------------------------------------------------------------------ state

@@ -71,6 +71,7 @@ from .drift import (
     ndcg,
     per_sample_maps,
     rank_correlation,
+    spearman,
     topk_overlap,
 )
 from .checks import (
@@ -84,7 +85,6 @@ from .checks import (
     randomized_copy,
     region_mass,
     relevance_mass,
-    spearman,
     top_layers,
 )
 from .render import (

@@ -29,11 +29,10 @@ import torch
 from torch import Tensor, nn
 
 from .attribution import integrated_gradients
-from .drift import DegenerateInputWarning, _average_ranks, _pearson_rows, _spearman_rows, map_ssim
+from .drift import DegenerateInputWarning, map_ssim, spearman
 
 __all__ = [
     "SIMILARITIES",
-    "spearman",
     "pool_maps",
     "map_similarity",
     "top_layers",
@@ -57,26 +56,6 @@ ExplainFn = Callable[[nn.Module, Tensor, Optional[Tensor]], Tensor]
 # ----------------------------------------------------------------------------------------------
 def _rows(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1).double()
-
-
-def spearman(a: Tensor, b: Tensor) -> Tensor:
-    """Spearman rank correlation of each row of ``a`` with the same row of ``b``.
-
-    Rows are the flattened samples (``(N, ...)`` -> ``(N, D)``); ties get average ranks, as
-    ``scipy.stats.spearmanr``. A constant row has no ranking: its correlation is NaN (as scipy);
-    a row with NaN gives NaN.
-
-    Example:
-        >>> import torch
-        >>> spearman(torch.tensor([[1., 2., 3., 4.]]), torch.tensor([[10., 20., 40., 30.]]))
-        tensor([0.8000], dtype=torch.float64)
-    """
-    if a.shape != b.shape:
-        raise ValueError(f"spearman needs two batches of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    x, y = _rows(a), _rows(b)
-    bad = torch.isnan(x).any(1) | torch.isnan(y).any(1)
-    rho = _pearson_rows(_average_ranks(torch.nan_to_num(x)), _average_ranks(torch.nan_to_num(y)))
-    return torch.where(bad, torch.full_like(rho, float("nan")), rho)  # constant rows: 0/0 = NaN, as scipy
 
 
 def pool_maps(maps: Tensor) -> Tensor:
@@ -112,7 +91,7 @@ def map_similarity(a: Tensor, b: Tensor, similarity: str = "spearman") -> Tensor
     pa, pb = pool_maps(a), pool_maps(b)
     nan = torch.isnan(_rows(pa)).any(1) | torch.isnan(_rows(pb)).any(1)
     if similarity == "spearman":
-        rho, _ = _spearman_rows(_rows(pa), _rows(pb))  # constant maps: 1 if both are, else 0 (no warning)
+        rho = spearman(pa, pb, constant="defined")  # constant maps: 1 if both are, else 0 (no warning)
     else:
         if pa.dim() != 3:
             raise ValueError(

@@ -64,6 +64,7 @@ __all__ = [
     "MAP_METRICS",
     "DegenerateInputWarning",
     "rank_correlation",
+    "spearman",
     "topk_overlap",
     "ndcg",
     "js_divergence",
@@ -161,6 +162,33 @@ def _spearman_rows(a: Tensor, b: Tensor) -> Tuple[Tensor, Tensor]:
     r = torch.where(degenerate, defined, r)
     nan = torch.isnan(a).any(-1) | torch.isnan(b).any(-1)
     return torch.where(nan, torch.full_like(r, float("nan")), r), degenerate & ~nan
+
+
+def spearman(a: Tensor, b: Tensor, constant: str = "nan") -> Tensor:
+    """Spearman rank correlation of each sample (row) of ``a`` with the same sample of ``b``: shape ``(N,)``.
+
+    The one Spearman of the library: :func:`rank_correlation`, :func:`map_spearman` and
+    :func:`~lightning_xai.functional.map_similarity` are built on it. Samples are flattened
+    (``(N, ...)`` -> ``(N, D)``); ties get average ranks, as ``scipy.stats.spearmanr``. A constant
+    row has no ranking: ``constant="nan"`` gives NaN there (scipy's answer), ``constant="defined"``
+    gives 1 when both rows are constant and 0 when one is (what drift and randomisation tests use).
+    A row with NaN gives NaN.
+
+    Example:
+        >>> import torch
+        >>> spearman(torch.tensor([[1., 2., 3., 4.]]), torch.tensor([[10., 20., 40., 30.]]))
+        tensor([0.8000], dtype=torch.float64)
+        >>> spearman(torch.ones(1, 3), torch.ones(1, 3)), spearman(torch.ones(1, 3), torch.ones(1, 3), "defined")
+        (tensor([nan], dtype=torch.float64), tensor([1.], dtype=torch.float64))
+    """
+    if constant not in ("nan", "defined"):
+        raise ValueError(f"constant must be 'nan' or 'defined', got {constant!r}")
+    if a.shape != b.shape:
+        raise ValueError(f"spearman needs two batches of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    r, degenerate = _spearman_rows(a.reshape(a.shape[0], -1).double(), b.reshape(b.shape[0], -1).double())
+    if constant == "nan":
+        r = torch.where(degenerate, torch.full_like(r, float("nan")), r)
+    return r
 
 
 def rank_correlation(a: Tensor, b: Tensor, method: str = "spearman") -> float:
