@@ -257,7 +257,7 @@ class MLP(nn.Module):
 
 
 class TwoBranchCNN(nn.Module):
-    """Two candidate Grad-CAM layers at different resolutions (``block1.0`` at 8x8, ``block2.0`` at 4x4)."""
+    """Two candidate Grad-CAM layers (``block1.0`` and ``block2.0``, both with 8x8 outputs; ``block2`` pools after its conv)."""
 
     def __init__(self, classes: int = 5) -> None:
         super().__init__()

@@ -43,7 +43,7 @@ from lightning_xai.engine import AttributionEngine, Chunking, Shard
 from lightning_xai.functional import resolve_methods
 
 from .ddp_exit import _let_gloo_workers_finish
-from .models import MLP, SmallCNN, TwoBranchCNN, trained_batchnorm
+from .fixtures import MLP, SmallCNN, TwoBranchCNN, trained_batchnorm
 
 
 def captum_attr() -> Any:
