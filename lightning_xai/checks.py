@@ -52,7 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from . import functional as F
-from .engine import first_output, resolve_target
+from .engine import Chunking, first_output, resolve_target
 from .functional.methods import MethodCall, MethodLike
 from .probe import ProbeSet
 
@@ -167,12 +167,15 @@ class CheckContext:
         metrics: Optional[Mapping[str, Any]] = None,
         trainer: Any = None,
         chunk_size: Optional[int] = None,
+        chunking: Optional[Chunking] = None,
     ) -> None:
         self.model = model
         self.probe = probe
         self.trainer = trainer
         self.metrics: Mapping[str, Any] = {} if metrics is None else metrics
         self.chunk_size = chunk_size
+        #: rows per pass for the checks' own attributions, with out-of-memory halving (the gate's own)
+        self.chunking = chunking if chunking is not None else Chunking(chunk_size)
         self._attribute = attribute
         self._outputs = outputs
         self._maps: Dict[Any, Tensor] = {}
@@ -212,10 +215,13 @@ class CheckContext:
     def explainer(self, method: MethodSpec) -> Callable[[nn.Module, Tensor, Optional[Tensor]], Tensor]:
         """``fn(model, inputs, target) -> maps`` for a method spec (to explain copies of the model)."""
         call = _parse_method(method)
-        extra = {} if self.chunk_size is None else {"chunk_size": self.chunk_size}
+        chunking = self.chunking
 
         def explain(model: nn.Module, x: Tensor, t: Optional[Tensor]) -> Tensor:
-            return call(model, x, t, **extra)
+            if not call.method.accepts("chunk_size"):
+                return call(model, x, t)
+            n = x.shape[0]
+            return chunking.run(lambda c: call(model, x, t, chunk_size=c), chunking.rows([call], n), n)
 
         return explain
 
@@ -405,7 +411,7 @@ class ParameterRandomization(_MethodCheck):
         names = self._layer_names(setup.model)
         if not names:
             raise ValueError(f"{self.name}: {type(setup.model).__name__} has no layers with parameters to randomise")
-        modules = dict(setup.model.named_modules())
+        modules = F.named_modules(setup.model)
         unknown = [n for n in names if n not in modules]
         if unknown:
             raise ValueError(
@@ -672,9 +678,12 @@ class _MetricCheck(Check):
         self.key = key
         self.missing = missing
         self._last_seen: Any = None
+        #: the callbacks that declare ``key`` (found at setup)
+        self._providers: List[Any] = []
 
     def setup(self, setup: CheckSetup) -> None:
         callbacks = list(setup.callbacks)
+        self._providers = [cb for cb in callbacks if declares(cb, self.key)]
         if setup.gate is None or setup.gate not in callbacks:
             return
         pos = callbacks.index(setup.gate)
@@ -693,6 +702,15 @@ class _MetricCheck(Check):
                 f"{'fails' if self.missing == 'fail' else 'is skipped'} while the value is missing)",
                 stacklevel=2,
             )
+
+    def _not_yet(self) -> Optional[str]:
+        """Why the value cannot exist yet (a provider's ``metric_status(key)``), or None."""
+        for cb in self._providers:
+            status = getattr(cb, "metric_status", None)
+            why = status(self.key) if callable(status) else None
+            if why:
+                return why
+        return None
 
     def _read(self, ctx: CheckContext) -> Tuple[Optional[float], str]:
         """The value, or None and why it is missing."""
@@ -715,6 +733,12 @@ class _MetricCheck(Check):
         return (float(v.detach().float().mean()) if isinstance(v, Tensor) else float(v)), ""
 
     def _missing(self, reason: str) -> CheckResult:
+        why = self._not_yet()
+        if why:  # e.g. a drift against the previous epoch at the first epoch: no failure, and said so
+            return CheckResult(
+                self.name, float("nan"), True, f"not yet applicable: {why}", skipped=True,
+                details={"not_applicable": True},
+            )
         if self.missing == "skip":
             return CheckResult(self.name, float("nan"), True, f"skipped: {reason}", skipped=True)
         return CheckResult(self.name, float("nan"), False, f"{self.name} is NaN: {reason}")

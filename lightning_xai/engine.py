@@ -225,6 +225,8 @@ class AttributionEngine:
         #: how many times each method was actually computed (tests and benchmarks read it)
         self.computed: Counter = Counter()
         self._taps: Dict[Hashable, Tuple[str, Callable[[Any], Any]]] = {}
+        #: (method, options, target) already tried on one probe sample (:meth:`trial`)
+        self._tried: set = set()
 
     # ------------------------------------------------------------------ the store
     def start_epoch(self) -> None:
@@ -297,6 +299,35 @@ class AttributionEngine:
             return out.detach()
 
         return self.get_or_compute(key, compute)
+
+    # ------------------------------------------------------------------ trial
+    def trial(
+        self, model: nn.Module, probe: ProbeSet, calls: Mapping[str, MethodCall], *, target: Any = "predicted",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        """Run each method once on the probe's first sample, once per (method, options, target): what fails
+        here would fail at every epoch. A failure is re-raised with the method's name as ``err.method``."""
+        todo = {m: c for m, c in calls.items() if (id(model), c.key, target_key(target)) not in self._tried}
+        if not todo:
+            return
+        x = probe.inputs_for(model)[:1]
+        with F.computing_in(model, dtype, x.device.type) as in_dtype:
+            if x.is_floating_point():
+                x = x.to(in_dtype)
+            with F.explaining(model), torch.no_grad():
+                out = first_output(model(x))
+            t = resolve_target(target, out, None if probe.targets is None else probe.targets[:1])
+            for name, call in todo.items():
+                try:
+                    if call.method.shared_pass:
+                        opts = {k: v for k, v in call.options.items() if k in ("layer", "upsample")}
+                        F.attribute_many(model, x, t, [name], **opts)
+                    else:
+                        call(model, x, t, chunk_size=1)
+                except Exception as err:
+                    err.method = name  # type: ignore[attr-defined]
+                    raise
+                self._tried.add((id(model), call.key, target_key(target)))
 
     # ------------------------------------------------------------------ attributions
     def attributions(

@@ -279,7 +279,8 @@ class LogSink:
     """Everything a callback logs, for one trainer: scalars, pictures, text, histograms.
 
     ``owner`` names the callback in warnings; ``warned`` is the set of warnings already given (kept by
-    the callback, so each is given once per callback).
+    the callback, so each is given once per callback); ``prefix`` goes in front of every tag (the
+    callbacks use ``"validate/"`` and ``"test/"`` outside ``fit``).
 
     Example:
         >>> class Trainer:  # what LogSink reads of a trainer
@@ -290,10 +291,13 @@ class LogSink:
         0.25
     """
 
-    def __init__(self, trainer: Any, owner: str = "lightning_xai", warned: Optional[Set[str]] = None) -> None:
+    def __init__(
+        self, trainer: Any, owner: str = "lightning_xai", warned: Optional[Set[str]] = None, prefix: str = ""
+    ) -> None:
         self.trainer = trainer
         self.owner = owner
         self.warned: Set[str] = set() if warned is None else warned
+        self.prefix = prefix
 
     @property
     def step(self) -> int:
@@ -310,7 +314,7 @@ class LogSink:
             return
         import torch
 
-        values = {k: float(v) for k, v in metrics.items()}
+        values = {self.prefix + k: float(v) for k, v in metrics.items()}
         for k, v in values.items():
             self.trainer.callback_metrics[k] = torch.tensor(v)
         for logger in getattr(self.trainer, "loggers", []):
@@ -325,6 +329,9 @@ class LogSink:
         trainer = self.trainer
         if not trainer.is_global_zero:
             return
+        tag = self.prefix + tag
+        if not getattr(trainer, "loggers", None):
+            return  # logger=False: the user asked for no logging at all
         writers = self.tensorboards()
         summary = _image_summary(tag, image) if writers else None  # PNG-encoded once for all writers
         for w in writers:
@@ -339,7 +346,7 @@ class LogSink:
         root = png_dir(trainer, others)
         if root is None:
             self.warn_once(
-                "no-image-sink",
+                "no-tensorboard",
                 f"{self.owner}: no TensorBoardLogger and no log directory, so images such as {tag!r} "
                 "are skipped (scalars still go to your loggers). Add a TensorBoardLogger to see them.",
             )
@@ -349,20 +356,24 @@ class LogSink:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
             f.write(F.png_bytes(image, level=6))  # files on disk: smaller rather than faster
-        self.warn_once(
-            "png-images",
-            f"{self.owner}: images such as {tag!r} are written as PNG files under {root} for the "
-            "loggers that take no images.",
+        if not writers:
+            self.warn_once("no-tensorboard", self._no_tensorboard(root))
+
+    def _no_tensorboard(self, png_root: Optional[str]) -> str:
+        where = f"pictures are written as PNG files under {png_root}; " if png_root else ""
+        return (
+            f"{self.owner}: no TensorBoardLogger attached: {where}text summaries and histograms are not logged "
+            "(scalars still go to your loggers). Add pytorch_lightning.loggers.TensorBoardLogger to see them all."
         )
 
     def text(self, tag: str, markdown: str) -> None:
         """Markdown to every TensorBoard logger's *Text* tab (rank 0); one warning when there is none."""
-        if self.trainer.is_global_zero and log_text(self.trainer, tag, markdown) == 0:
-            self.warn_once(
-                "no-tensorboard",
-                f"{self.owner}: no TensorBoardLogger attached, so images and text such as {tag!r} are "
-                "not logged (scalars still go to your loggers). Add pytorch_lightning.loggers.TensorBoardLogger.",
-            )
+        trainer = self.trainer
+        if not trainer.is_global_zero or not getattr(trainer, "loggers", None):
+            return
+        if log_text(trainer, self.prefix + tag, markdown) == 0:
+            others = [lg for lg in trainer.loggers if not isinstance(lg, TensorBoardLoggers)]
+            self.warn_once("no-tensorboard", self._no_tensorboard(png_dir(trainer, others)))
 
     def histogram(self, tag: str, values: np.ndarray) -> int:
         """A histogram to every TensorBoard logger (rank 0); returns how many got it."""
@@ -370,7 +381,7 @@ class LogSink:
             return 0
         writers = self.tensorboards()
         for w in writers:
-            w.add_histogram(tag, values, global_step=self.step)
+            w.add_histogram(self.prefix + tag, values, global_step=self.step)
         return len(writers)
 
     def layout(self) -> bool:

@@ -96,9 +96,12 @@ def test_fit_then_validate_same_log_dir_keeps_one_layout(tmp_path):
     trainer = run["trainer"]
     trainer.validate(run["model"], DataLoader(image_data(style="blob"), batch_size=96), verbose=False)
     assert len(layouts_in(run["log_dir"])) == 1
-    # validate() runs under inference mode: the maps, picture and summary were still made
-    assert len(read_events(run["log_dir"]).Images("xai/attr/saliency")) == 2
-    assert len(texts_in(run["log_dir"], "xai/attr/summary")) == 2
+    # validate() runs under inference mode: the maps, picture and summary were still made, under the
+    # stage's own tags, so that they never overwrite what fit logged at the same step
+    ea = read_events(run["log_dir"])
+    assert len(ea.Images("xai/attr/saliency")) == 1 and len(ea.Images("validate/xai/attr/saliency")) == 1
+    assert len(texts_in(run["log_dir"], "xai/attr/summary")) == 1
+    assert len(texts_in(run["log_dir"], "validate/xai/attr/summary")) == 1
     # a second run (a new version directory) gets its own
     run2 = tiny_run(str(tmp_path), epochs=1)
     assert run2["log_dir"] != run["log_dir"]

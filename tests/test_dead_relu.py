@@ -396,13 +396,17 @@ def test_validate_runs_under_inference_mode_and_every_n_epochs(tmp_path):
     mon = DeadReLUMonitor(ProbeSet(torch.rand(4, 1, 5, 5)))
     trainer = _trainer(tmp_path, [mon], logger=False)
     trainer.validate(model, loader(image_data(12, 3, style="noise", size=6)))
-    assert float(trainer.callback_metrics["xai/dead_relu/conv"]) == pytest.approx(1 / 6)
-    assert float(trainer.callback_metrics["xai/dead_relu/all"]) == pytest.approx(1 / 6)
+    # outside fit the values go under the stage's own tags, never over what fit logged
+    assert float(trainer.callback_metrics["validate/xai/dead_relu/conv"]) == pytest.approx(1 / 6)
+    assert float(trainer.callback_metrics["validate/xai/dead_relu/all"]) == pytest.approx(1 / 6)
+    assert "xai/dead_relu/all" not in trainer.callback_metrics
 
+    # every_n_epochs schedules fit's validation runs; a validate() the user asks for always runs
     skip = DeadReLUMonitor(source="validation", every_n_epochs=2)
     trainer = _trainer(tmp_path, [skip], logger=False)
-    trainer.validate(model, loader(image_data(12, 3, style="noise", size=6)))  # epoch 0: (0 + 1) % 2 != 0
-    assert skip.last_summary is None and "xai/dead_relu/all" not in trainer.callback_metrics
+    trainer.validate(model, loader(image_data(12, 3, style="noise", size=6)))
+    assert skip.last_summary is not None and "validate/xai/dead_relu/all" in trainer.callback_metrics
+    assert skip.validation_runs == 0  # and it is not counted as one of fit's
 
 
 def test_two_monitors_coexist_and_state_roundtrip():

@@ -162,10 +162,14 @@ def test_logs_check_values_and_gate_passed_to_tensorboard(tmp_path) -> None:  # 
     assert second["relevance_mass/saliency"]["passed"]
 
 
-def test_report_goes_to_default_root_dir_without_logger(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_report_without_logger_only_where_a_directory_is_given(tmp_path) -> None:  # type: ignore[no-untyped-def]
     gate = SanityGate(tiny_probe(), [checks.Finite()], verbose=False)
+    fit([gate], 2, tmp_path)  # logger=False: the user asked for no files
+    assert not os.path.exists(os.path.join(str(tmp_path), SanityGate.REPORT_NAME)) and gate.report_path is None
+    assert [e["checks"][0]["name"] for e in gate.report] == ["finite", "finite"]
+    gate = SanityGate(tiny_probe(), [checks.Finite()], verbose=False, report_dir=tmp_path / "reports")
     fit([gate], 2, tmp_path)
-    with open(os.path.join(str(tmp_path), SanityGate.REPORT_NAME)) as f:
+    with open(os.path.join(str(tmp_path), "reports", SanityGate.REPORT_NAME)) as f:
         assert [e["checks"][0]["name"] for e in json.load(f)] == ["finite", "finite"]
 
 

@@ -72,7 +72,8 @@ def test_whole_suite_in_one_trainer(tmp_path):
     assert cache_for(tr).computed["integrated_gradients"] == 3
     ig_rows = 32 * len(probe) * 3  # n_steps x probe x epochs
     one_pass = len(probe) * 3  # saliency + grad_cam share one backward per epoch
-    assert passes.backward_rows == ig_rows + one_pass
+    trial = 32 + 1 + 1  # at setup, each configured method once on one probe sample (IG shared by both monitors)
+    assert passes.backward_rows == ig_rows + one_pass + trial
 
 
 def test_gate_before_the_monitors_it_reads_is_an_error_at_setup(tmp_path):

@@ -124,4 +124,4 @@ def test_validate_runs_under_inference_mode_and_logs(tmp_path):
     tr.validate(LitClassifier(SmallCNN()), DataLoader(ds, batch_size=16))
     assert seen["inference_mode"]  # Lightning's default: the hook really ran under inference mode
     assert set(monitor.last_attributions) == {"saliency", "integrated_gradients"}
-    assert "xai/attr/saliency/gini" in tr.callback_metrics
+    assert "validate/xai/attr/saliency/gini" in tr.callback_metrics  # the stage's own tags

@@ -120,7 +120,7 @@ def test_on_error_warn_keeps_training_and_state(tmp_path):
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 1:
+        if calls["n"] == 2:  # the first epoch's pass (the first call is the one-sample trial at setup)
             raise RuntimeError("injected failure")
         return original(*args, **kwargs)
 
@@ -138,8 +138,10 @@ def test_on_error_warn_keeps_training_and_state(tmp_path):
     tr = trainer(tmp_path, [failing], max_epochs=1)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(F, "attribute_many", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("injected failure")))
-        with pytest.raises(RuntimeError, match="injected failure"):
+        # a method that always fails fails at setup, before training, naming the method
+        with pytest.raises(ValueError, match="method 'saliency' .*fails on one probe sample .*injected failure"):
             tr.fit(LitClassifier(SmallCNN()), *[DataLoader(ds, batch_size=32)] * 2)
+    assert tr.global_step == 0
 
 
 def test_on_error_warn_restores_the_state_a_failed_epoch_had_changed(tmp_path):

@@ -99,6 +99,10 @@ class XAICallback(Callback):
         )
         #: the probe state of a checkpoint loaded before a ``ProbeSpec`` was drawn (compared once drawn)
         self._pending_probe_state: Optional[Mapping[str, Any]] = None
+        #: validation runs of ``fit`` seen so far (``every_n_epochs`` counts these; saved in checkpoints)
+        self.validation_runs = 0
+        #: the state before the first ``fit``: a callback reused in another ``fit`` starts from it again
+        self._fresh: Any = None
 
     # ------------------------------------------------------------------ identity and scheduling
     @property
@@ -151,6 +155,7 @@ class XAICallback(Callback):
         """Called once a ``ProbeSpec`` became a ``ProbeSet``: subclasses derive what depends on the probe."""
 
     def _should_run(self, trainer: Any) -> bool:
+        """In ``fit``: every ``every_n_epochs``-th validation run; in ``validate()``/``test()``: always."""
         if trainer.sanity_checking:
             return False
         if isinstance(self.probe, ProbeSpec):
@@ -159,7 +164,29 @@ class XAICallback(Callback):
                 "found (datamodule, LightningModule hook or loaders passed to fit/validate). Pass a ProbeSet, "
                 "or a ProbeSpec whose source the run has."
             )
-        return (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        if not in_fit(trainer):
+            return True
+        return self.validation_runs > 0 and self.validation_runs % self.every_n_epochs == 0
+
+    def _check_schedule(self, trainer: Any) -> None:
+        """Warn once, at setup, when the run's validation loop can never run this callback."""
+        name = type(self).__name__
+        limit = getattr(trainer, "limit_val_batches", 1.0)
+        if limit == 0:
+            self._warn_once(
+                "schedule",
+                f"{name} never runs: limit_val_batches=0 turns validation off, and the callbacks run at the end "
+                "of validation. Give limit_val_batches a positive value, or remove the callback.",
+            )
+            return
+        runs = expected_validation_runs(trainer)
+        if runs is not None and self.every_n_epochs > runs:
+            self._warn_once(
+                "schedule",
+                f"{name}(every_n_epochs={self.every_n_epochs}) never runs: this run validates {runs} time(s) "
+                f"(max_epochs={trainer.max_epochs}, check_val_every_n_epoch={trainer.check_val_every_n_epoch}), and "
+                f"every_n_epochs counts validation runs. Use every_n_epochs <= {max(1, runs)}.",
+            )
 
     # ------------------------------------------------------------------ the model
     def _probe_fits(self, pl_module: nn.Module, fix: str = "") -> Any:
@@ -248,7 +275,10 @@ class XAICallback(Callback):
 
     # ------------------------------------------------------------------ logging
     def _sink(self, trainer: Any) -> LogSink:
-        return LogSink(trainer, owner=type(self).__name__, warned=self._warned)
+        """Outside ``fit`` (``validate()``, ``test()``) tags get the stage as a prefix (``validate/xai/...``),
+        so that they never overwrite what ``fit`` logged at the same step."""
+        prefix = "" if in_fit(trainer) else f"{stage_of(trainer)}/"
+        return LogSink(trainer, owner=type(self).__name__, warned=self._warned, prefix=prefix)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -280,11 +310,14 @@ class XAICallback(Callback):
             setattr(self, name, value)
 
     def _probe_state(self) -> Dict[str, Any]:
+        """What every callback's checkpoint state holds: the probe and the count of validation runs."""
+        common: Dict[str, Any] = {"validation_runs": int(self.validation_runs)}
         if isinstance(self.probe, ProbeSet):
-            return {"probe": self.probe.state_dict()}
-        return {} if self._pending_probe_state is None else {"probe": dict(self._pending_probe_state)}
+            return {"probe": self.probe.state_dict(), **common}
+        return common if self._pending_probe_state is None else {"probe": dict(self._pending_probe_state), **common}
 
     def _check_probe_state(self, state: Mapping[str, Any]) -> None:
+        self.validation_runs = int(state.get("validation_runs", self.validation_runs))
         saved = state.get("probe")
         if saved and isinstance(self.probe, ProbeSpec):
             self._pending_probe_state = dict(saved)  # compared when the spec is drawn
@@ -300,12 +333,48 @@ class XAICallback(Callback):
 
     # ------------------------------------------------------------------ hooks shared by all
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage == "fit":
+            # a callback reused in another fit starts afresh (a checkpoint, loaded after setup, restores it)
+            if self._fresh is None:
+                self._fresh = self._snapshot()
+            else:
+                self._restore(self._fresh)
+            self._check_schedule(trainer)
         if self._resolve_probe_spec(trainer, pl_module, stage):
             self._setup_checks(trainer, pl_module)
 
     def _setup_checks(self, trainer: Any, pl_module: Any) -> None:
         """Validate the configuration against the model (subclasses extend it); raises at setup."""
         self._check_against_model(pl_module)
+        probe = self.probe
+        if isinstance(probe, ProbeSet) and probe.inputs.is_floating_point():
+            bad = ~torch.isfinite(probe.inputs.reshape(len(probe), -1)).all(1)
+            if bool(bad.any()):
+                self._warn_once(
+                    "nonfinite-probe",
+                    f"{type(self).__name__}: {int(bad.sum())} of {len(probe)} probe samples hold NaN or infinity "
+                    f"(rows {bad.nonzero().flatten().tolist()[:8]}); their maps and every summary over the probe "
+                    "will be NaN. Clean the data, or build the probe from finite samples.",
+                )
+
+    def _try_methods(self, trainer: Any, pl_module: nn.Module, calls: Mapping[str, MethodCall]) -> None:
+        """Run each method once on one probe sample (once per run, whichever callback asks first), so that
+        what no static check catches (a layer whose maps cannot be drawn, a window larger than the
+        input, ...) fails at setup, not epochs later."""
+        probe = self.probe
+        if not isinstance(probe, ProbeSet) or any(
+            isinstance(p, nn.parameter.UninitializedParameter) for p in pl_module.parameters()
+        ):
+            return
+        try:
+            self._engine(trainer).trial(pl_module, probe, calls, target=self.target, dtype=self.dtype)
+        except Exception as err:  # noqa: BLE001 - re-raised with the fix
+            name = getattr(err, "method", "?")
+            options = dict(calls[name].options) if name in calls else {}
+            raise ValueError(
+                f"{type(self).__name__}: method {name!r} with options {options} fails on one probe sample "
+                f"({type(err).__name__}: {err}). Fix its options (or the method) before training."
+            ) from err
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         self._sink(trainer).layout()
@@ -322,8 +391,47 @@ class XAICallback(Callback):
 
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self._engine(trainer).start_epoch()
+        if not trainer.sanity_checking and in_fit(trainer):
+            self.validation_runs += 1
         if isinstance(self.probe, ProbeSpec) and self._resolve_probe_spec(trainer, pl_module):
             self._setup_checks(trainer, pl_module)
+
+    # ``trainer.test()`` runs the test loop, not the validation loop: the same work, on its hooks
+    def on_test_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self.on_validation_epoch_start(trainer, pl_module)
+
+    def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self.on_validation_epoch_end(trainer, pl_module)
+
+    def on_test_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.on_validation_batch_start(trainer, pl_module, batch, batch_idx, dataloader_idx)
+
+    def on_test_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self.on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+
+
+def in_fit(trainer: Any) -> bool:
+    """Whether ``trainer`` is inside ``fit`` (not ``validate()``, ``test()`` or ``predict()``)."""
+    return stage_of(trainer) == "fit"
+
+
+def stage_of(trainer: Any) -> str:
+    fn = getattr(getattr(trainer, "state", None), "fn", None)
+    return str(getattr(fn, "value", fn or "fit"))
+
+
+def expected_validation_runs(trainer: Any) -> Optional[int]:
+    """How many validation runs ``fit`` makes, when the Trainer's settings say it (else None)."""
+    max_epochs = getattr(trainer, "max_epochs", None)
+    every = getattr(trainer, "check_val_every_n_epoch", 1)
+    interval = getattr(trainer, "val_check_interval", 1.0)
+    if not max_epochs or max_epochs < 0 or getattr(trainer, "max_steps", -1) != -1 or not every:
+        return None
+    if not (isinstance(interval, float) and 0 < interval <= 1.0):
+        return None
+    return (max_epochs // every) * max(1, int(round(1.0 / interval)))
 
 
 def _attribution_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
@@ -347,6 +455,9 @@ def _is_overridden(owner: Any, hook: str) -> bool:
     return False
 
 
+#: what a validation run leaves for inspection (not state: outside fit, kept after the state is put back)
+_RESULTS = ("last_attributions", "last_summary", "last_scores")
+
 #: guarded hooks that update a callback's state (history, colour scales, patience): a failure in
 #: them restores the state they started from
 _SNAPSHOT_HOOKS = ("on_validation_epoch_end", "on_train_epoch_end")
@@ -358,29 +469,45 @@ def _guard_hook(hook: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(hook)
     def guarded(self: "XAICallback", trainer: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.on_error == "raise" or getattr(trainer, "world_size", 1) > 1:
-            # under DDP a rank that skipped would leave the others waiting in a collective: raise
-            return hook(self, trainer, *args, **kwargs)
-        # an epoch-level hook that fails midway leaves the callback as it was before the hook
-        snapshot = None
-        try:
-            if hook.__name__ in _SNAPSHOT_HOOKS:
-                snapshot = self._snapshot()
-            return hook(self, trainer, *args, **kwargs)
-        except SanityCheckError:
-            raise  # the gate's decision is not an error of the callback
-        except Exception as err:  # noqa: BLE001 - on_error="warn" is the user's choice
-            restored = ""
-            if snapshot is not None:
-                try:
-                    self._restore(snapshot)
-                except Exception as again:  # noqa: BLE001 - report both, keep training as asked
-                    restored = f" (its state could not be rolled back: {type(again).__name__}: {again})"
-            rank_zero_warn(
-                f"{type(self).__name__}.{hook.__name__} failed and was skipped (on_error='warn'): "
-                f"{type(err).__name__}: {err}{restored}"
-            )
-            return None
+        if hook.__name__ in _SNAPSHOT_HOOKS and not in_fit(trainer) and not trainer.sanity_checking:
+            # validate()/test() outside fit explain and log the current model but change no state; the
+            # results it made stay readable (``last_attributions``, ``last_summary``, ``last_scores``)
+            kept = self._snapshot()
+            try:
+                return _call(self, hook, trainer, *args, **kwargs)
+            finally:
+                results = {name: getattr(self, name) for name in _RESULTS if hasattr(self, name)}
+                self._restore(kept)
+                for name, value in results.items():
+                    setattr(self, name, value)
+        return _call(self, hook, trainer, *args, **kwargs)
 
     guarded._xai_guarded = True  # type: ignore[attr-defined]
     return guarded
+
+
+def _call(self: "XAICallback", hook: Callable[..., Any], trainer: Any, *args: Any, **kwargs: Any) -> Any:
+    """``hook``, with ``on_error="warn"`` turning a failure into a warning (single process)."""
+    if self.on_error == "raise" or getattr(trainer, "world_size", 1) > 1:
+        # under DDP a rank that skipped would leave the others waiting in a collective: raise
+        return hook(self, trainer, *args, **kwargs)
+    # an epoch-level hook that fails midway leaves the callback as it was before the hook
+    snapshot = None
+    try:
+        if hook.__name__ in _SNAPSHOT_HOOKS:
+            snapshot = self._snapshot()
+        return hook(self, trainer, *args, **kwargs)
+    except SanityCheckError:
+        raise  # the gate's decision is not an error of the callback
+    except Exception as err:  # noqa: BLE001 - on_error="warn" is the user's choice
+        restored = ""
+        if snapshot is not None:
+            try:
+                self._restore(snapshot)
+            except Exception as again:  # noqa: BLE001 - report both, keep training as asked
+                restored = f" (its state could not be rolled back: {type(again).__name__}: {again})"
+        rank_zero_warn(
+            f"{type(self).__name__}.{hook.__name__} failed and was skipped (on_error='warn'): "
+            f"{type(err).__name__}: {err}{restored}"
+        )
+        return None

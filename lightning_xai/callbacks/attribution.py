@@ -155,6 +155,7 @@ class AttributionMonitor(XAICallback):
         super()._setup_checks(trainer, pl_module)
         if "grad_cam" in self.methods:
             F.resolve_layer(pl_module, self.methods["grad_cam"].get("layer"))
+        self._try_methods(trainer, pl_module, self._calls)
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if not self._should_run(trainer):
@@ -175,7 +176,14 @@ class AttributionMonitor(XAICallback):
                 if image is not None:
                     sink.image(f"xai/attr/{method}", image)
         if self.text_summary:
-            sink.text("xai/attr/summary", self._summary_markdown(trainer, scalars))
+            sink.text(self._summary_tag(trainer), self._summary_markdown(trainer, scalars))
+
+    def _summary_tag(self, trainer: Any) -> str:
+        """``xai/attr/summary``; with several AttributionMonitors, ``xai/attr/summary/<k>`` for the k-th (from 1)."""
+        monitors = [cb for cb in getattr(trainer, "callbacks", []) if isinstance(cb, AttributionMonitor)]
+        if len(monitors) < 2:
+            return "xai/attr/summary"
+        return f"xai/attr/summary/{next(i for i, cb in enumerate(monitors, 1) if cb is self)}"
 
     def _summary_markdown(self, trainer: Any, scalars: Mapping[str, float]) -> str:
         rows: Dict[str, Dict[str, Any]] = {}

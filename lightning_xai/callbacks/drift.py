@@ -248,11 +248,25 @@ class FeatureDriftMonitor(XAICallback):
         m = re.escape(self.method)
         return (rf"xai/drift/{m}/({'|'.join(self.metrics)})/(prev|ref)", rf"xai/importance/{m}/.+")
 
+    def metric_status(self, key: str) -> Optional[str]:
+        """Why ``key`` has no value yet (the gate's drift checks are then "not yet applicable"), or None."""
+        if not key.startswith(f"xai/drift/{self.method}/"):
+            return None
+        runs = len(self.history)
+        if runs == 0:
+            return f"FeatureDriftMonitor has not run yet (warmup_epochs={self.warmup_epochs})"
+        if key.endswith("/prev") and runs < 2:
+            return "no previous epoch to compare with yet"
+        if key.endswith("/ref") and self._reference is None:
+            return f"the reference ({self._reference_spec}) is not set yet"
+        return None
+
     # ------------------------------------------------------------------ hooks
     def _setup_checks(self, trainer: Any, pl_module: Any) -> None:
         super()._setup_checks(trainer, pl_module)
         if self.method == "grad_cam":
             F.resolve_layer(pl_module, self.method_options.get("layer"))
+        self._try_methods(trainer, pl_module, {self.method: self._call})
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if not self._should_run(trainer) or trainer.current_epoch < self.warmup_epochs:
@@ -353,8 +367,16 @@ class FeatureDriftMonitor(XAICallback):
     def trajectory_image(self) -> Any:
         """The trajectory as an HxWx3 uint8 heatmap (features x epochs)."""
         shares, epochs, names = self.trajectory()
+        # several validations per epoch (val_check_interval): label them epoch.k, not the same epoch twice
+        labels = [str(e) for e in epochs]
+        if len(set(epochs)) < len(epochs):
+            seen: Dict[int, int] = {}
+            labels = []
+            for e in epochs:
+                seen[e] = seen.get(e, -1) + 1
+                labels.append(f"{e}.{seen[e]}")
         return F.heatmap_chart(
-            shares, names, [str(e) for e in epochs],
+            shares, names, labels,
             title=f"share of mean |{self.method}| per feature, by epoch",
         )
 

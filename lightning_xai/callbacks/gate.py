@@ -99,8 +99,11 @@ class SanityGate(XAICallback):
         chunk_size: rows per forward+backward pass for the attributions.
         verbose: log the gate's message (rank 0) when checks fail.
         dtype: precision of the attributions the checks use (``"float32"`` default; see
-            :class:`~lightning_xai.callbacks.AttributionMonitor`). The gate has no ``on_error``: a check
-            that raises is a failed check (reason names the error), so every rank reaches a decision.
+            :class:`~lightning_xai.callbacks.AttributionMonitor`).
+        on_error: ``"raise"`` (default) or ``"warn"``: a failure of the gate itself (not of a check: a
+            check that raises is a failed check, its reason naming the error, so every rank reaches a
+            decision) warns and training goes on. A report file that cannot be written is always a
+            warning that names the path and the fix, never a dead run.
 
     Example:
         >>> import torch, pytorch_lightning as pl
@@ -130,8 +133,11 @@ class SanityGate(XAICallback):
         chunk_size: Optional[int] = None,
         verbose: bool = True,
         dtype: Union[str, torch.dtype] = "float32",
+        on_error: str = "raise",
     ) -> None:
-        super().__init__(probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size, dtype=dtype)
+        super().__init__(
+            probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size, dtype=dtype, on_error=on_error
+        )
         self.checks: List[C.Check] = C.validate(checks)
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {', '.join(map(repr, ACTIONS))}, got {action!r}")
@@ -172,6 +178,11 @@ class SanityGate(XAICallback):
         return (r"xai/check/.+", r"xai/gate/passed") + guard
 
     # ------------------------------------------------------------------ hooks
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage == "fit":
+            self._report_path = None  # a gate reused in another fit writes into that run's directory
+        super().setup(trainer, pl_module, stage)
+
     def _setup_checks(self, trainer: Any, pl_module: Any) -> None:
         # the base's setup calls this once the probe is a ProbeSet: checks that need the probe (masks
         # for RelevanceMass, image inputs, ...) are validated then; a ProbeSpec drawn from loaders
@@ -252,7 +263,7 @@ class SanityGate(XAICallback):
         ctx = C.CheckContext(
             pl_module, self.probe, target=self._resolve_target(trainer, pl_module),
             outputs=self._outputs(trainer, pl_module), attribute=attribute,
-            metrics=trainer.callback_metrics, trainer=trainer, chunk_size=self.chunk_size,
+            metrics=trainer.callback_metrics, trainer=trainer, chunk_size=self.chunk_size, chunking=self.chunking,
         )
         results = []
         for check in self.checks:
@@ -339,15 +350,24 @@ class SanityGate(XAICallback):
         )
 
     def _write_report(self, trainer: Any) -> None:
-        """Write the whole report (every epoch so far) to the JSON file, atomically."""
+        """Write the whole report (every epoch so far) to the JSON file, atomically; a failure warns."""
         # trainer.log_dir is a collective (a broadcast): every rank asks for it, rank 0 writes
         path = self._report_file(trainer)
-        if trainer.is_global_zero and path is not None:
+        if not trainer.is_global_zero or path is None:
+            return
+        tmp = path + ".tmp"
+        try:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            tmp = path + ".tmp"
             with open(tmp, "w") as f:
                 json.dump(self.report, f, indent=1)
             os.replace(tmp, path)
+        except OSError as err:
+            self._warn_once(
+                f"report-{path}",
+                f"SanityGate: could not write its report to {path} ({type(err).__name__}: {err}); training goes "
+                "on and the report stays in SanityGate.report and the logged text. Pass report_dir= a writable "
+                "directory.",
+            )
 
     @staticmethod
     def _markdown(entry: Mapping[str, Any], message: Optional[str]) -> str:
@@ -360,7 +380,8 @@ class SanityGate(XAICallback):
         rows = {
             c["name"]: {
                 "value": "NaN" if c.get("value") is None else c["value"],
-                "passed": "skipped" if c.get("skipped") else ("yes" if c["passed"] else "**no**"),
+                "passed": ("not yet applicable" if c.get("details", {}).get("not_applicable") else "skipped")
+                if c.get("skipped") else ("yes" if c["passed"] else "**no**"),
                 "reason": c.get("reason", ""),
             }
             for c in entry["checks"]
@@ -370,6 +391,8 @@ class SanityGate(XAICallback):
 
     def _report_file(self, trainer: Any) -> Optional[str]:
         if self._report_path is None:
+            if self.report_dir is None and not trainer.loggers:
+                return None  # logger=False: nothing is written unless a directory is given
             directory = self.report_dir if self.report_dir is not None else trainer.log_dir
             if directory is None:
                 return None

@@ -11,7 +11,7 @@ Example:
     torch.Size([5, 4])
 """
 
-from ._guard import computing_in, explaining
+from ._guard import computing_in, explaining, named_modules
 from .attribution import (
     ONE_PASS_METHODS,
     attribute_many,
@@ -116,6 +116,7 @@ __all__ = [
     "baseline_like",
     "select_output",
     "explaining",
+    "named_modules",
     "computing_in",
     "attribute",
     "attribute_many",

@@ -1,20 +1,69 @@
 """Context that lets a model be explained without perturbing it.
 
 Everything an explanation touches is put back afterwards, also when it raises: each module's
-``training`` flag, each parameter's ``requires_grad``, the grad mode and inference mode, and the
-forward hooks registered for the explanation. Parameters are frozen while inside, so gradients are
-taken with respect to the inputs only and no parameter ``.grad`` is ever written.
+``training`` flag, each parameter's ``requires_grad``, the grad mode and inference mode, the
+forward hooks registered for the explanation, and every buffer a forward pass changed (a counter, a
+schedule, running statistics of a custom layer). Parameters are frozen while inside, so gradients
+are taken with respect to the inputs only and no parameter ``.grad`` is ever written. Compiled code
+(``torch.compile``) runs eagerly inside, so maps, hooks and layer names are those of the eager model.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import ContextManager, Dict, Iterator, List, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ["explaining", "computing_in"]
+__all__ = ["explaining", "computing_in", "named_modules", "eager_name"]
+
+_COMPILED = "_orig_mod."
+
+
+def eager_name(name: str) -> str:
+    """A module name as the eager model knows it: ``torch.compile``'s ``_orig_mod.`` parts removed."""
+    return name.replace(_COMPILED, "").removesuffix("._orig_mod").removeprefix("_orig_mod")
+
+
+def named_modules(model: nn.Module) -> Dict[str, nn.Module]:
+    """``{name: module}`` under the eager model's names: a compiled module (``torch.compile``, whole
+    model or a submodule) is listed as the module it wraps, under the name the user gave it.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2))
+        >>> list(named_modules(torch.nn.Sequential(torch.compile(net))))
+        ['', '0', '0.0']
+    """
+    out: Dict[str, nn.Module] = {}
+    for name, module in model.named_modules():
+        out[eager_name(name)] = module  # the wrapped module comes after its wrapper and replaces it
+    return out
+
+
+def _eager_stance() -> ContextManager[object]:
+    """Compiled code runs eagerly (torch >= 2.6; older versions have no stance to set)."""
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    return set_stance("force_eager") if set_stance is not None else nullcontext()
+
+
+def _buffers(model: nn.Module) -> List[Tuple[nn.Module, str, torch.Tensor, int, torch.Tensor]]:
+    out = []
+    for module in model.modules():
+        for name, buf in module._buffers.items():
+            if buf is not None:
+                out.append((module, name, buf, buf._version, buf.detach().clone()))
+    return out
+
+
+def _put_back(saved: List[Tuple[nn.Module, str, torch.Tensor, int, torch.Tensor]]) -> None:
+    with torch.no_grad():
+        for module, name, buf, version, value in saved:
+            if module._buffers.get(name) is not buf:  # reassigned (``self.count = self.count + 1``)
+                module._buffers[name] = buf
+            if buf._version != version:  # changed in place (``self.count += 1``)
+                buf.copy_(value)
 
 
 @contextmanager
@@ -35,8 +84,9 @@ def explaining(model: nn.Module) -> Iterator[nn.Module]:
     """
     modes = [(m, m.training) for m in model.modules()]
     flags = [(p, p.requires_grad) for p in model.parameters()]
+    buffers = _buffers(model)
     try:
-        with torch.inference_mode(False), torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad(), _eager_stance():
             for p, _ in flags:
                 p.requires_grad_(False)
             model.eval()
@@ -46,6 +96,7 @@ def explaining(model: nn.Module) -> Iterator[nn.Module]:
             m.training = training
         for p, requires_grad in flags:
             p.requires_grad_(requires_grad)
+        _put_back(buffers)
 
 
 @contextmanager

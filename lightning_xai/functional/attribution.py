@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import torch
 from torch import Tensor, nn
 
-from ._guard import explaining
+from ._guard import explaining, named_modules
 
 __all__ = [
     "ONE_PASS_METHODS",
@@ -240,16 +240,17 @@ def _chunk_size(chunk_size: Optional[int], n: int) -> int:
 
 def conv_layer_names(model: nn.Module) -> List[str]:
     """Dotted names of the convolutional layers of ``model``, in registration order."""
-    return [name for name, m in model.named_modules() if isinstance(m, _CONV_TYPES)]
+    return [name for name, m in named_modules(model).items() if isinstance(m, _CONV_TYPES)]
 
 
 def resolve_layer(model: nn.Module, layer: Union[None, str, nn.Module]) -> Tuple[str, nn.Module]:
     """Find the layer Grad-CAM explains: a dotted name, a module of ``model``, or the last conv layer.
 
     Raises a ``ValueError`` listing the candidate layers when the name is unknown, and one naming
-    the fix when the model has no convolutional layer.
+    the fix when the model has no convolutional layer. Names are the eager model's (a compiled
+    module's ``_orig_mod.`` is left out).
     """
-    modules = dict(model.named_modules())
+    modules = named_modules(model)
     convs = conv_layer_names(model)
     if layer is None:
         if not convs:

@@ -28,6 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from ._guard import named_modules
 from .attribution import integrated_gradients
 from .drift import DegenerateInputWarning, map_ssim, spearman
 
@@ -120,7 +121,7 @@ def top_layers(model: nn.Module, k: Optional[int] = None) -> List[str]:
         >>> top_layers(net), top_layers(net, 1)
         (['2', '0'], ['2'])
     """
-    names = [n for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
+    names = [n for n, m in named_modules(model).items() if any(True for _ in m.parameters(recurse=False))]
     names.reverse()  # a model with parameters of its own (a bare nn.Linear) gets "" last: the whole model
     return names if k is None else names[:k]
 
@@ -174,7 +175,7 @@ def randomized_copy(
         >>> torch.equal(before, torch.random.get_rng_state())
         True
     """
-    modules = dict(model.named_modules())
+    modules = named_modules(model)
     unknown = [name for name in layers if name not in modules]
     if unknown:
         raise ValueError(
@@ -183,7 +184,12 @@ def randomized_copy(
         )
     g = generator if generator is not None else torch.Generator().manual_seed(int(seed))
     clone = copy.deepcopy(model)
-    clone_modules = dict(clone.named_modules())
+    for m in clone.modules():
+        # a module compiled by Lightning (``trainer.fit(torch.compile(module))``) keeps its compiled forward
+        # as an attribute bound to the ORIGINAL module, which the copy would call: use the class's forward
+        if getattr(m, "_compiler_ctx", None) and "forward" in m.__dict__:
+            del m.__dict__["forward"]
+    clone_modules = named_modules(clone)
     for name in layers:
         for sub in clone_modules[name].modules():
             _reinit(sub, g)
@@ -243,7 +249,7 @@ def parameter_randomization(
             if cascade is None:
                 cascade = randomized_copy(model, [name], generator=g)
             else:
-                for sub in dict(cascade.named_modules())[name].modules():
+                for sub in named_modules(cascade)[name].modules():
                     _reinit(sub, g)
             clone = cascade
         else:

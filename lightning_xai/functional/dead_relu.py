@@ -72,7 +72,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torchmetrics import Metric
 
-from ._guard import explaining
+from ._guard import eager_name, explaining
 
 __all__ = [
     "ReLURecorder",
@@ -455,7 +455,7 @@ class ReLURecorder:
         try:
             module_names: Dict[nn.Module, str] = {}
             for name, module in self.model.named_modules():
-                module_names.setdefault(module, name)
+                module_names.setdefault(module, eager_name(name))
             for module, name in module_names.items():
                 self._handles.append(module.register_forward_pre_hook(self._pre_hook(name)))
                 self._handles.append(module.register_forward_hook(self._post_hook(name), always_call=True))
