@@ -15,6 +15,6 @@ from . import checks, functional
 from .errors import SanityCheckError
 from .probe import ProbeSet, ProbeSpec
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["ProbeSet", "ProbeSpec", "checks", "functional", "SanityCheckError", "__version__"]
