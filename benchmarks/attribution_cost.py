@@ -13,7 +13,7 @@ plain batched loop in chunks of the probe size: model frozen in eval mode, ``out
 Ours (``lightning_xai.functional``) and Captum run on the same model, inputs and targets, with the
 same rows per pass, interleaved (ours, limit, captum, ours, ...); medians are reported.
 
-Run:  python benchmarks/attribution_cost.py [--small] [--probe 64] [--threads 1] [--methods ...]
+Run:  .venv/bin/python benchmarks/attribution_cost.py [--small] [--probe 64] [--threads 1] [--methods ...]
 """
 
 from __future__ import annotations
