@@ -22,9 +22,10 @@ TRIGGER = textwrap.dedent(
 )
 
 
-def _run(code: str) -> subprocess.CompletedProcess:
+def _run(code: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-W", "error::FutureWarning", "-c", code], capture_output=True, text=True, timeout=300
+        [sys.executable, "-W", "error::FutureWarning", "-c", code], capture_output=True, text=True, timeout=300,
+        cwd=cwd,
     )
 
 
@@ -37,7 +38,7 @@ def test_lightning_pytree_future_warning_is_silenced():
     assert quiet.returncode == 0, quiet.stderr
 
 
-def test_a_short_fit_emits_no_future_warning():
+def test_a_short_fit_emits_no_future_warning(tmp_path):
     code = textwrap.dedent(
         """
         import torch, pytorch_lightning as pl
@@ -62,10 +63,11 @@ def test_a_short_fit_emits_no_future_warning():
         data = TensorDataset(torch.rand(8, 1, 4, 4, generator=g), torch.arange(8) % 3)
         trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu",
-                             callbacks=[AttributionMonitor(ProbeSet.from_dataset(data, n=4), methods=["saliency"])])
+                             callbacks=[AttributionMonitor(ProbeSet.from_dataset(data, n=4), methods=["saliency"],
+                                                           log_images=False)])
         trainer.fit(Net(), DataLoader(data, batch_size=4), DataLoader(data, batch_size=4))
         """
     )
-    proc = _run(code)
+    proc = _run(code, cwd=tmp_path)  # the run writes nothing, but never into the checkout
     assert proc.returncode == 0, proc.stderr
     assert "FutureWarning" not in proc.stderr and "LeafSpec" not in proc.stderr, proc.stderr
