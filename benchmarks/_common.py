@@ -1,7 +1,7 @@
 """Shared pieces of the benchmarks: a CIFAR-size ResNet-ish CNN, interleaved timing, output.
 
 Every benchmark prints a short table and then ONE JSON line (the last line of its output), so that
-results can be collected with ``python benchmarks/<name>.py | tail -n 1``.
+results can be collected with ``.venv/bin/python benchmarks/<name>.py | tail -n 1``.
 
 Timing rule: the variants being compared are run interleaved (A, B, C, A, B, C, ...) after a warm-up
 round, and the median of the repeats is reported, so that load from other processes on a shared

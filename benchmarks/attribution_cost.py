@@ -15,7 +15,7 @@ path every callback takes, method table and cache included, a fresh engine each 
 read from its cache) and Captum run on the same model, inputs and targets, with the same rows per
 pass, interleaved (ours, limit, engine, captum, ours, ...); medians are reported.
 
-Run:  python benchmarks/attribution_cost.py [--small] [--probe 64] [--threads 1] [--methods ...]
+Run:  .venv/bin/python benchmarks/attribution_cost.py [--small] [--probe 64] [--threads 1] [--methods ...]
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Error of a bf16 map ``a`` against the fp32 map ``r``: the relative error ``||a -
 (Frobenius norm over the whole probe) and the mean per-sample Spearman rank correlation of ``|a|``
 and ``|r|`` (what a heatmap shows is mostly the ranking). Timings are interleaved medians.
 
-Run:  python benchmarks/precision.py [--small] [--probe 32] [--threads 1]
+Run:  .venv/bin/python benchmarks/precision.py [--small] [--probe 32] [--threads 1]
 """
 
 from __future__ import annotations

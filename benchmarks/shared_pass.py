@@ -4,7 +4,7 @@ The three one-pass methods need the same forward and the same backward over the 
 (``functional.attribute_many``, as ``AttributionMonitor`` does) they should cost about one of them.
 Target: together <= 1.2x saliency alone. The three computed one by one are timed too, for scale.
 
-Run:  python benchmarks/shared_pass.py [--small] [--probe 64] [--threads 1]
+Run:  .venv/bin/python benchmarks/shared_pass.py [--small] [--probe 64] [--threads 1]
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ validation time over ``none`` is the callbacks' cost measured where it is spent;
 overhead figure that is far less noisy than the ratio of whole epochs (training epochs of the same
 run vary by a few percent on a shared machine).
 
-Run:  python benchmarks/training_overhead.py [--small] [--runs 3] [--train-size 50000] [--threads 1]
+Run:  .venv/bin/python benchmarks/training_overhead.py [--small] [--runs 3] [--train-size 50000] [--threads 1]
 (``--train-size 8192``: epochs six times shorter, so validation and the callbacks weigh six times more.)
 """
 

@@ -1,10 +1,11 @@
 """The digits job configured from YAML with LightningCLI: every lightning_xai callback, probe included.
 
-Run:  python example_trainers/cli.py fit --config example_trainers/digits_cli.yaml
-Then: tensorboard --logdir lightning_logs
+Run:  .venv/bin/python example_trainers/cli.py fit --config example_trainers/digits_cli.yaml
+Then: .venv/bin/tensorboard --logdir lightning_logs
+(from the repository root, in the environment that ``bash scripts/setup.sh`` makes)
 
 Any value of the config can be overridden on the command line, e.g. ``--trainer.max_epochs=2``;
-``python example_trainers/cli.py fit --help`` lists them, ``--print_config`` prints the resolved config.
+``.venv/bin/python example_trainers/cli.py fit --help`` lists them, ``--print_config`` prints the resolved config.
 The probes are ``lightning_xai.ProbeSpec`` entries (size, seed, source): each callback draws its probe
 from the datamodule's validation set when training starts, the same samples on every run.
 """

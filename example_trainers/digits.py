@@ -5,8 +5,9 @@ gradients, sharing AttributionMonitor's maps), DeadReLUMonitor (on the validatio
 forward pass) and a SanityGate with checks a healthy model passes (Adebayo et al.'s parameter
 randomisation, random logit, IG completeness, finite values, dead units, drift against the reference).
 
-Run:  python example_trainers/digits.py            (about a minute on 2 CPU cores)
-Then: tensorboard --logdir lightning_logs          (the command is printed at the end)
+Run:  .venv/bin/python example_trainers/digits.py          (about a minute on 2 CPU cores)
+Then: .venv/bin/tensorboard --logdir lightning_logs        (the command is printed at the end)
+(from the repository root, in the environment that ``bash scripts/setup.sh`` makes)
 
 The data is scikit-learn's bundled copy of the UCI digits (1797 8x8 images), so nothing is downloaded.
 """
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import shutil
 import sys
 from typing import Tuple
 
@@ -34,6 +37,33 @@ from lightning_xai.callbacks import (  # noqa: E402
     FeatureDriftMonitor,
     SanityGate,
 )
+
+
+def tensorboard_command(logdir: str) -> str:
+    """The command that shows ``logdir`` in TensorBoard, runnable as printed from the current directory.
+
+    TensorBoard is the one installed next to this Python (in ``.venv/bin`` for the demo): plain
+    ``tensorboard`` when that is the one on ``PATH`` (an activated environment), else its path,
+    relative when it lies under the current directory; ``python -m tensorboard.main`` if it has no
+    script there.
+    """
+    bindir = os.path.dirname(sys.executable)  # not resolved: a venv's python is a link to the base one
+    for name in ("tensorboard", "tensorboard.exe"):
+        exe = os.path.join(bindir, name)
+        if os.path.isfile(exe):
+            break
+    else:
+        return f"{shlex.quote(sys.executable)} -m tensorboard.main --logdir {shlex.quote(logdir)}"
+    on_path = shutil.which("tensorboard")
+    if on_path and os.path.exists(on_path) and os.path.samefile(on_path, exe):
+        shown = "tensorboard"
+    else:
+        exe = os.path.abspath(exe)
+        rel = os.path.relpath(exe)
+        shown = rel if not rel.startswith(os.pardir) else exe
+        if os.sep not in shown:
+            shown = os.path.join(os.curdir, shown)
+    return f"{shlex.quote(shown)} --logdir {shlex.quote(logdir)}"
 
 
 def digits_datasets(seed: int = 0, val_fraction: float = 0.2) -> Tuple[TensorDataset, TensorDataset]:
@@ -170,7 +200,7 @@ def main(argv=None) -> str:  # type: ignore[no-untyped-def]
         verdict = "passed every epoch" if all(e["passed"] for e in gate.report) else gate.stopping_reason_message
         print(f"SanityGate: {verdict} (report: {gate.report_path})")
     print(f"TensorBoard run written to {logger.log_dir}")
-    print(f"View it with:\n    tensorboard --logdir {args.logdir}")
+    print(f"View it with:\n    {tensorboard_command(args.logdir)}")
     return str(logger.log_dir)
 
 

@@ -16,8 +16,9 @@ the input x gradient mass on the strokes at epochs 1-2, so the gate stops after 
 without it, 4% and 87%: the gate passes all 8 epochs (about 40 s). ``--clean`` trains the same model on the same
 data without the watermark: the gate passes at every epoch and training runs to the end.
 
-Run:  python example_trainers/shortcut.py            (the shortcut: stopped by the gate)
-      python example_trainers/shortcut.py --clean    (no shortcut: trains to the end)
+Run:  .venv/bin/python example_trainers/shortcut.py            (the shortcut: stopped by the gate)
+      .venv/bin/python example_trainers/shortcut.py --clean    (no shortcut: trains to the end)
+(from the repository root, in the environment that ``bash scripts/setup.sh`` makes)
 Each run prints the checks' values per epoch; the JSON report of the gate lies in the run's log
 directory (``xai_gate_report.json``) and the values in TensorBoard under ``xai/check/...``.
 """
@@ -40,7 +41,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(_HERE))
 sys.path.insert(0, _HERE)
 
-from digits import DigitsCNN, digits_datasets  # noqa: E402
+from digits import DigitsCNN, digits_datasets, tensorboard_command  # noqa: E402
 
 from lightning_xai import ProbeSet, checks  # noqa: E402
 from lightning_xai.callbacks import SanityGate  # noqa: E402
@@ -142,7 +143,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     else:
         print(f"The gate passed: training ran all {trainer.current_epoch} epochs.")
     print(f"Gate report: {gate.report_path}")
-    print(f"TensorBoard: tensorboard --logdir {args.logdir}")
+    print(f"TensorBoard: {tensorboard_command(args.logdir)}")
     return {
         "stopped": gate.stopping_reason.value != "not_stopped",
         "stopped_epoch": gate.stopped_epoch,

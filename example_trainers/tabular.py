@@ -1,8 +1,9 @@
 """Feature-importance drift on tabular data: an MLP on scikit-learn's breast-cancer data (30 named features).
 
-Run:  python example_trainers/tabular.py            (about 10 seconds on 2 CPU cores)
-      python example_trainers/tabular.py --leak     (a label leak appears mid-training)
-Then: tensorboard --logdir lightning_logs           (the command is printed at the end)
+Run:  .venv/bin/python example_trainers/tabular.py          (about 10 seconds on 2 CPU cores)
+      .venv/bin/python example_trainers/tabular.py --leak   (a label leak appears mid-training)
+Then: .venv/bin/tensorboard --logdir lightning_logs         (the command is printed at the end)
+(from the repository root, in the environment that ``bash scripts/setup.sh`` makes)
 
 TensorBoard shows, next to the loss curves:
 - ``xai/importance/integrated_gradients/<feature>``: one curve per feature (mean |IG| over the probe);
@@ -39,7 +40,11 @@ from torch.utils.data import DataLoader, Dataset
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(_HERE))
+sys.path.insert(0, _HERE)
+
+from digits import tensorboard_command  # noqa: E402
 
 from lightning_xai import ProbeSet  # noqa: E402
 from lightning_xai.callbacks import AttributionMonitor, FeatureDriftMonitor  # noqa: E402
@@ -162,7 +167,7 @@ def main(argv: Optional[Sequence[str]] = None) -> FeatureDriftMonitor:
         print_table(drift, names.index(LEAK_FEATURE))
         print(f"\nval/acc = {float(trainer.callback_metrics['val/acc']):.3f}")
         print(f"TensorBoard run written to {logger.log_dir}")
-        print(f"View it with:\n    tensorboard --logdir {args.logdir}")
+        print(f"View it with:\n    {tensorboard_command(args.logdir)}")
     return drift
 
 

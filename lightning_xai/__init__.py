@@ -17,7 +17,7 @@ from .functional.methods import AttributionMethod, get_method, register_method
 from .probe import ProbeSet, ProbeSpec
 from .renderers import Renderer, RenderContext, register_renderer
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "ProbeSet", "ProbeSpec", "checks", "functional", "SanityCheckError", "__version__",

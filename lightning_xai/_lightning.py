@@ -7,7 +7,20 @@ package's ``Trainer`` (and LightningCLI's type checks) accepts them.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, List, Tuple
+
+# Lightning's own pytree helper (``<package>.utilities._pytree``) builds ``LeafSpec()``, which recent
+# torch deprecates with a FutureWarning that every run printed once, about Lightning's code rather
+# than the user's. Ignore exactly that warning (message, category and the module it is attributed
+# to, for both distributions); every other warning is left alone. The filter stays in place: the
+# warning is raised during ``fit``, not while Lightning is imported.
+warnings.filterwarnings(
+    "ignore",
+    message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    category=FutureWarning,
+    module=r"(pytorch_lightning|lightning\.pytorch)\.utilities\._pytree$",
+)
 
 _packages: List[Any] = []
 try:  # pragma: no cover - whichever is installed

@@ -1,9 +1,9 @@
 """Make the documentation's TensorBoard screenshots from a real run of the digits demo.
 
-    python scripts/screenshots.py                     # writes docs/images/*.png (a few minutes)
-    python scripts/screenshots.py --logdir runs/shots  # the same, keeping the run in runs/shots/...
-    python scripts/screenshots.py --logdir runs/shots  # ... and, run again, reusing it (no training)
-    python scripts/screenshots.py --epochs 4 --out shots --keep-logs
+    .venv/bin/python scripts/screenshots.py                     # writes docs/images/*.png (a few minutes)
+    .venv/bin/python scripts/screenshots.py --logdir runs/shots  # the same, keeping the run in runs/shots/...
+    .venv/bin/python scripts/screenshots.py --logdir runs/shots  # ... and, run again, reusing it (no training)
+    .venv/bin/python scripts/screenshots.py --epochs 4 --out shots --keep-logs
 
 Steps: run ``example_trainers/digits.py`` (the whole callback suite) into a log directory, start a
 real TensorBoard server on 127.0.0.1 (a free port), load its dashboards in headless Chromium

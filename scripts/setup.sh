@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
 # Set up a virtual environment in .venv with everything the demo and the tests need.
-# Installs the CPU build of torch first, so no CUDA packages are pulled on a CPU machine.
+# Installs torch first (TORCH_SPEC), from TORCH_INDEX_URL when set (https://download.pytorch.org/whl/cpu:
+# the CPU build, no CUDA packages), then this package with its test extras.
 # Re-running is cheap: steps already done are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+# TORCH_INDEX_URL: where torch comes from, e.g. https://download.pytorch.org/whl/cpu for the CPU build
+# (on Linux, PyPI's own torch wheels are the CUDA build); unset: pip's configured index
+TORCH_INDEX=()
+if [ -n "${TORCH_INDEX_URL:-}" ]; then
+    TORCH_INDEX=(--index-url "$TORCH_INDEX_URL")
+fi
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 VPY=.venv/bin/python
 if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
     "$VPY" -m pip install --quiet --upgrade pip
-    "$VPY" -m pip install --quiet "$TORCH_SPEC"
+    "$VPY" -m pip install --quiet ${TORCH_INDEX[@]+"${TORCH_INDEX[@]}"} "$TORCH_SPEC"
 fi
 stamp=.venv/.lightning_xai-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
