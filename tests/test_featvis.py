@@ -256,3 +256,23 @@ def test_state_dict_round_trip_keeps_range_scale_and_history(tmp_path):
     assert again["input_shape"] == [1, 8, 8] and again["filter_vmax"] == state["filter_vmax"]
     assert all(torch.equal(a, b) for (_, a), (_, b) in zip(again["history"], state["history"]))
     assert all(torch.equal(a, b) for a, b in zip(again["value_range"], state["value_range"]))
+
+
+def test_pixel_ascent_is_torch_adam_on_the_input_with_an_l2_penalty():
+    """The plain case, written with ``torch.optim.Adam``: the same numbers."""
+    torch.manual_seed(0)
+    net = trained_batchnorm(SmallCNN())
+    l2, lr, steps = 1e-2, 0.05, 20
+    ours = F.activation_maximization(net, (1, 8, 8), [1, 3], steps=steps, lr=lr, l2=l2, seed=5)
+    start = 0.01 * torch.randn((1, 1, 8, 8), generator=torch.Generator().manual_seed(5))
+    x = start.repeat(2, 1, 1, 1).requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=lr)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    for _ in range(steps):
+        loss = -net(x).gather(1, torch.tensor([[1], [3]])).sum() + l2 * x.pow(2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.testing.assert_close(ours, x.detach(), rtol=1e-4, atol=1e-5)

@@ -30,7 +30,8 @@ gradient ascent on the raw input values with the L2 penalty (no squashing, no cl
 ``centre + 0.01 * N(0, 1)``. ``value_range`` with ``"pixel"`` projects the image into the range after
 every step (clamp), so that a picture is a valid input (per-feature bounds for tabular inputs).
 
-The optimiser is Adam over the input (a leaf tensor): no model parameter is touched. The model is
+The optimiser is Adam over the input (a leaf tensor; the update of ``torch.optim.Adam`` with its
+defaults, written out): no model parameter is touched. The model is
 run in eval mode with its parameters frozen (:func:`~lightning_xai.functional.explaining`), so no
 parameter ``.grad`` is written and BatchNorm statistics do not move; the global RNG is not used.
 All targets are optimised together in one batch, each row towards its own target, from the same
@@ -193,6 +194,10 @@ class _Objective:
                 torch.tensor([i for i, _ in pairs], dtype=torch.long, device=device),
                 torch.tensor([c for _, c in pairs], dtype=torch.long, device=device),
             )
+        self.all_rows = len(cls) == self.n
+        # the pieces come class rows first, then each layer's rows: ``order`` puts them back in place
+        placed = [i for i, _ in cls] + [int(i) for rows, _ in self.units.values() for i in rows.tolist()]
+        self.order = None if placed == list(range(self.n)) else torch.tensor(placed, device=device).argsort()
         self.checked = False
         self._values: Dict[str, Tensor] = {}
 
@@ -228,7 +233,7 @@ class _Objective:
         finally:
             for h in handles:
                 h.remove()
-        values = torch.zeros(self.n, dtype=inputs.dtype, device=inputs.device)
+        pieces: List[Tensor] = []
         if len(self.classes):
             logits = out[0] if isinstance(out, (tuple, list)) else out
             if not isinstance(logits, Tensor):
@@ -248,9 +253,12 @@ class _Objective:
                         f"class {bad} is out of range: {type(self.model).__name__} returns {k} "
                         f"class{'es' if k > 1 else ''} (valid 0..{k - 1})"
                     )
-            values = values.index_put((self.class_rows,), logits[self.class_rows, self.classes].to(values.dtype))
-        for name, (rows, _) in self.units.items():
-            values = values.index_put((rows,), self._values[name].to(values.dtype))
+            rows = logits if self.all_rows else logits[self.class_rows]
+            pieces.append(rows.gather(1, self.classes[:, None])[:, 0])
+        pieces.extend(self._values[name] for name in self.units)
+        values = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+        if self.order is not None:
+            values = values[self.order]  # back to the targets' order
         self.checked = True
         return values
 
@@ -331,6 +339,26 @@ def _bounds(value_range: ValueRange, input_shape: Sequence[int], device: torch.d
     if not bool((hi_t > lo_t).all()) or not bool(torch.isfinite(lo_t).all() and torch.isfinite(hi_t).all()):
         raise ValueError("value_range must be finite (lo, hi) with hi > lo everywhere")
     return lo_t, hi_t
+
+
+class _Adam:
+    """Adam (Kingma & Ba 2015) on one tensor, as ``torch.optim.Adam`` with its defaults (betas 0.9 and
+    0.999, eps 1e-8, no weight decay) computes it, without the optimiser's per-step bookkeeping, which
+    costs more than the update itself on an input-sized tensor."""
+
+    def __init__(self, param: Tensor, lr: float, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.param, self.lr, self.betas, self.eps = param, lr, betas, eps
+        self.m = torch.zeros_like(param)
+        self.v = torch.zeros_like(param)
+        self.t = 0
+
+    def step(self, grad: Tensor) -> None:
+        b1, b2 = self.betas
+        self.t += 1
+        self.m.lerp_(grad, 1 - b1)
+        self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        denom = (self.v.sqrt() / math.sqrt(1 - b2**self.t)).add_(self.eps)
+        self.param.addcdiv_(self.m, denom, value=-self.lr / (1 - b1**self.t))
 
 
 # ------------------------------------------------------------------------------------------ the method
@@ -424,17 +452,18 @@ def activation_maximization(
             torch.randint(-opts["jitter"], opts["jitter"] + 1, (opts["steps"], dims), generator=g).tolist()
             if opts["jitter"] else None
         )
-        optimizer = torch.optim.Adam([param], lr=opts["lr"])
+        adam = _Adam(param, opts["lr"])
         for step in range(opts["steps"]):
             x = image()
             seen = torch.roll(x, shifts=tuple(shifts[step]), dims=tuple(range(-dims, 0))) if shifts else x
             loss = -objective(seen).sum()
-            if opts["l2"] > 0:
+            if opts["l2"] > 0 and parametrization == "fft":
                 loss = loss + opts["l2"] * (x - centre).pow(2).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            (grad,) = torch.autograd.grad(loss, param)
             with torch.no_grad():
+                if opts["l2"] > 0 and parametrization == "pixel":  # the penalty's gradient, added directly
+                    grad.add_(param - centre, alpha=2 * opts["l2"])
+                adam.step(grad)
                 if parametrization == "pixel":
                     if kernel is not None:
                         param.copy_(_blur(param, kernel, dims))
