@@ -2,7 +2,8 @@
 
 The whole suite is attached: AttributionMonitor (six methods), FeatureDriftMonitor (integrated
 gradients, sharing AttributionMonitor's maps), DeadReLUMonitor (on the validation batches, no extra
-forward pass) and a SanityGate with checks a healthy model passes (Adebayo et al.'s parameter
+forward pass), FeatureVisualizationMonitor (what each digit looks like to the model, and the first
+layer's kernels, every second epoch) and a SanityGate with checks a healthy model passes (Adebayo et al.'s parameter
 randomisation, random logit, IG completeness, finite values, dead units, drift against the reference).
 
 Run:  .venv/bin/python example_trainers/digits.py          (about a minute on 2 CPU cores)
@@ -35,6 +36,7 @@ from lightning_xai.callbacks import (  # noqa: E402
     AttributionMonitor,
     DeadReLUMonitor,
     FeatureDriftMonitor,
+    FeatureVisualizationMonitor,
     SanityGate,
 )
 
@@ -140,12 +142,22 @@ class DigitsCNN(pl.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
 
+def feature_visualization(probe: ProbeSet) -> FeatureVisualizationMonitor:
+    """Each digit as the model sees it, every second epoch: 128 Adam steps on a 1/f spectrum, one-pixel
+    jitter and a stronger L2 than the default (8x8 inputs: a few pixels decide), on the probe's range."""
+    return FeatureVisualizationMonitor(
+        every_n_epochs=2, steps=128, l2=0.05, jitter=1, parametrization="fft", probe=probe,
+        units=[("features.3", c) for c in range(8)],
+    )
+
+
 def suite(probe: ProbeSet, methods) -> list:  # type: ignore[no-untyped-def]
     """Every lightning_xai callback, configured for the digits CNN."""
     return [
         AttributionMonitor(probe, methods=methods, target="predicted"),
         FeatureDriftMonitor(probe, method="integrated_gradients", reference="first", top_k=8),
         DeadReLUMonitor(source="validation", warn_above=0.5),
+        feature_visualization(probe),
         SanityGate(
             probe,
             checks=[

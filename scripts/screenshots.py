@@ -4,6 +4,7 @@
     .venv/bin/python scripts/screenshots.py --logdir runs/shots  # the same, keeping the run in runs/shots/...
     .venv/bin/python scripts/screenshots.py --logdir runs/shots  # ... and, run again, reusing it (no training)
     .venv/bin/python scripts/screenshots.py --epochs 4 --out shots --keep-logs
+    .venv/bin/python scripts/screenshots.py --pages featvis      # only the feature-visualisation picture
 
 Steps: run ``example_trainers/digits.py`` (the whole callback suite) into a log directory, start a
 real TensorBoard server on 127.0.0.1 (a free port), load its dashboards in headless Chromium
@@ -37,7 +38,7 @@ sys.path[:0] = [ROOT]
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from tests.helpers_tb import TensorBoardServer, accumulator, chromium, chromium_path, layouts_in  # noqa: E402
+from tests.fixtures import TensorBoardServer, chromium, chromium_path, layouts_in, read_events  # noqa: E402
 
 METHODS = ["saliency", "integrated_gradients", "grad_cam"]
 MAX_BYTES = 250_000
@@ -204,6 +205,19 @@ def find_run(logs: str) -> Optional[str]:
     return os.path.dirname(max(files, key=os.path.getmtime))
 
 
+def take_featvis(tb: TensorBoardServer, out_dir: str) -> List[str]:
+    """The images tab filtered to ``FeatureVisualizationMonitor``'s class pictures, one row per epoch."""
+    with tempfile.TemporaryDirectory() as tmp:
+        png = screenshot(
+            f"{tb.url}/#images&tagFilter=xai%2Ffeatvis%2Fclasses_by_epoch", (1100, 640), tmp,
+            lambda png: has_content(png, 0.05), "feature visualisation",
+        )
+    path = os.path.join(out_dir, "tensorboard_featvis.png")
+    with open(path, "wb") as f:
+        f.write(shrink(png))
+    return [path]
+
+
 def take(tb: TensorBoardServer, log_dir: str, out_dir: str) -> List[str]:
     """Screenshot ``tb``'s dashboards of the run in ``log_dir`` into ``out_dir``; the paths written."""
     layouts = layouts_in(log_dir)
@@ -259,6 +273,10 @@ def main(argv: List[str] | None = None) -> List[str]:
         "(no training). TensorBoard shows it under the directory's own name",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep (and print) the temporary log directory")
+    parser.add_argument(
+        "--pages", choices=["all", "featvis"], default="all",
+        help="all the pictures, or only the feature-visualisation one (docs/images/tensorboard_featvis.png)",
+    )
     args = parser.parse_args(argv)
     if chromium_path() is None:
         sys.exit("headless Chromium is needed (Debian: apt-get install chromium)")
@@ -279,17 +297,23 @@ def main(argv: List[str] | None = None) -> List[str]:
         else:
             print(f"reusing the run in {log_dir}")
         os.makedirs(args.out, exist_ok=True)
-        # the callback's own picture of the last epoch, byte for byte what TensorBoard serves
-        grid = accumulator(log_dir).Images(f"xai/attr/{METHODS[0]}")[-1].encoded_image_string
-        path = os.path.join(args.out, f"attr_{METHODS[0]}_grid.png")
-        with open(path, "wb") as f:
-            f.write(grid)
-        written.append(path)
         parent, name = os.path.split(logs.rstrip(os.sep))
-        with TensorBoardServer(name, cwd=parent) as tb:
-            tb.wait_for("/data/plugin/images/tags", lambda j: len(next(iter(j.values()), {})) >= len(METHODS))
-            tb.wait_for("/data/plugin/text/tags", lambda j: "xai/gate/report" in next(iter(j.values()), []))
-            written += take(tb, log_dir, args.out)
+        if args.pages == "featvis":
+            with TensorBoardServer(name, cwd=parent) as tb:
+                tb.wait_for("/data/plugin/images/tags", lambda j: "xai/featvis/classes_by_epoch" in str(j))
+                written += take_featvis(tb, args.out)
+        else:
+            # the callback's own picture of the last epoch, byte for byte what TensorBoard serves
+            grid = read_events(log_dir).Images(f"xai/attr/{METHODS[0]}")[-1].encoded_image_string
+            path = os.path.join(args.out, f"attr_{METHODS[0]}_grid.png")
+            with open(path, "wb") as f:
+                f.write(grid)
+            written.append(path)
+            with TensorBoardServer(name, cwd=parent) as tb:
+                tb.wait_for("/data/plugin/images/tags", lambda j: len(next(iter(j.values()), {})) >= len(METHODS))
+                tb.wait_for("/data/plugin/text/tags", lambda j: "xai/gate/report" in next(iter(j.values()), []))
+                written += take(tb, log_dir, args.out)
+                written += take_featvis(tb, args.out)
         for path in written:
             size = os.path.getsize(path)
             print(f"{os.path.relpath(path, ROOT)}: {size // 1024} KB")

@@ -4,9 +4,10 @@ from ..sink import log_text, write_layout
 from .attribution import AttributionMonitor
 from .dead_relu import DeadReLUMonitor
 from .drift import FeatureDriftMonitor
+from .featvis import FeatureVisualizationMonitor
 from .gate import GateReason, SanityGate
 
 __all__ = [
-    "AttributionMonitor", "DeadReLUMonitor", "FeatureDriftMonitor", "SanityGate", "GateReason",
+    "AttributionMonitor", "DeadReLUMonitor", "FeatureDriftMonitor", "FeatureVisualizationMonitor", "SanityGate", "GateReason",
     "log_text", "write_layout",
 ]

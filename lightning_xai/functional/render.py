@@ -5,6 +5,8 @@
   scale ``vmax`` that the caller keeps fixed across epochs; a colour bar as legend; optional labels.
 - :func:`bar_chart`: one horizontal bar per feature (tabular inputs), feature names as labels.
 - :func:`heatmap_chart`: a labelled matrix (e.g. features x epochs of importance), viridis, colour bar.
+- :func:`image_grid`: inputs (e.g. feature visualisations) as tiles, on a fixed value range, captioned.
+- :func:`filter_grid`: convolution kernels as tiles (signed: blue-white-red, or RGB for 3-channel kernels).
 
 Colormaps are colour-blind safe: viridis for unsigned maps, a blue-white-red diverging map
 (ColorBrewer RdBu) for signed ones. Text is drawn with Pillow when it is installed; without it the
@@ -29,6 +31,8 @@ __all__ = [
     "overlay_grid",
     "bar_chart",
     "heatmap_chart",
+    "image_grid",
+    "filter_grid",
     "color_scale",
     "is_signed",
     "clipped_fraction",
@@ -489,3 +493,100 @@ def png_bytes(image: np.ndarray, level: int = 1) -> bytes:
         + _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), level))
         + _png_chunk(b"IEND", b"")
     )
+
+
+def _tiles(
+    tiles: np.ndarray, labels: Optional[Sequence[str]], columns: int, min_size: int, title: Optional[str],
+    row_titles: Optional[Sequence[str]] = None,
+) -> np.ndarray:
+    """``(N, h, w, 3)`` RGB tiles in [0, 1] laid out in a grid (upscaled nearest-neighbour to ``min_size``),
+    a caption above each tile and, when ``row_titles`` is given, a caption left of each row."""
+    n, h, w, _ = tiles.shape
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"{len(labels)} labels for {n} tiles: pass one caption per tile")
+    factor = max(1, int(np.ceil(min_size / max(h, w))))
+    th, tw = h * factor, w * factor
+    pad, label_h = 4, (14 if labels is not None else 0)
+    columns = max(1, min(columns, n))
+    rows = int(np.ceil(n / columns))
+    if row_titles is not None and len(row_titles) != rows:
+        raise ValueError(f"{len(row_titles)} row titles for {rows} rows")
+    left = 0 if row_titles is None else 8 + 6 * max(len(str(t)) for t in row_titles)
+    title_h = 16 if title else 0
+    cell_h = th + label_h
+    grid = np.full((title_h + rows * (cell_h + pad) + pad, left + columns * (tw + pad) + pad, 3), 255, dtype=np.uint8)
+    texts: List[tuple] = [(pad, 2, title, (0, 0, 0))] if title else []
+    up = _upscale(_to_uint8(tiles), factor)
+    for k in range(n):
+        r, c = divmod(k, columns)
+        y0 = title_h + pad + r * (cell_h + pad)
+        x0 = left + pad + c * (tw + pad)
+        if labels is not None:
+            texts.append((x0, y0, labels[k], (0, 0, 0)))
+        grid[y0 + label_h : y0 + label_h + th, x0 : x0 + tw] = up[k]
+        if row_titles is not None and c == 0:
+            texts.append((pad, y0 + label_h + th // 2 - 6, row_titles[r], (0, 0, 0)))
+    return _draw_text(grid, texts)
+
+
+def image_grid(
+    images: Tensor,
+    value_range: Optional[Sequence[float]] = None,
+    labels: Optional[Sequence[str]] = None,
+    columns: int = 8,
+    min_size: int = 64,
+    title: Optional[str] = None,
+    row_titles: Optional[Sequence[str]] = None,
+) -> np.ndarray:
+    """``(N, C, H, W)`` images as captioned tiles, an HxWx3 uint8 array.
+
+    ``value_range=(lo, hi)`` maps ``lo`` to black and ``hi`` to white (values beyond are clipped), the
+    same for every tile: keep it fixed across epochs and the pictures compare (default: these images'
+    own minimum and maximum). Three channels are drawn as RGB, other counts as the channels' mean in
+    grey. Small images are upscaled nearest-neighbour (no blur) to ``min_size`` pixels.
+
+    Example:
+        >>> import torch
+        >>> image_grid(torch.rand(10, 1, 8, 8), (0.0, 1.0), labels=[str(i) for i in range(10)], columns=5).shape
+        (168, 344, 3)
+    """
+    if images.dim() != 4:
+        raise ValueError(f"image_grid needs (N, C, H, W) images, got shape {tuple(images.shape)}")
+    x = images.detach().double().cpu()
+    lo, hi = (float(x.min()), float(x.max())) if value_range is None else (float(value_range[0]), float(value_range[1]))
+    x = ((x - lo) / (hi - lo)).clamp(0, 1) if hi > lo else torch.zeros_like(x)
+    x = x[:, :3] if x.shape[1] == 3 else x.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    return _tiles(x.permute(0, 2, 3, 1).numpy(), labels, columns, min_size, title, row_titles)
+
+
+def filter_grid(
+    weight: Tensor,
+    vmax: Optional[float] = None,
+    labels: Optional[Sequence[str]] = None,
+    columns: int = 8,
+    min_size: int = 32,
+    title: Optional[str] = None,
+    legend: Optional[str] = None,
+) -> np.ndarray:
+    """Convolution kernels ``(out, in, kh, kw)`` as tiles, an HxWx3 uint8 array.
+
+    Kernels with 3 input channels are drawn as RGB (``0.5 + 0.5 * w / vmax``: grey is zero); others as
+    the mean over input channels on the blue-white-red map from ``-vmax`` to ``vmax``, with a colour
+    bar (and ``legend`` under it). ``vmax`` defaults to the largest ``|w|``.
+
+    Example:
+        >>> import torch
+        >>> filter_grid(torch.randn(16, 1, 3, 3), columns=8).shape[2]
+        3
+    """
+    if weight.dim() != 4:
+        raise ValueError(f"filter_grid needs (out, in, kh, kw) kernels, got shape {tuple(weight.shape)}")
+    w = weight.detach().double().cpu()
+    top = float(w.abs().max()) if w.numel() else 1.0
+    vmax = float(vmax) if vmax is not None and vmax > 0 else (top if top > 0 else 1.0)
+    if w.shape[1] == 3:
+        tiles = (0.5 + 0.5 * w / vmax).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+        return _tiles(tiles, labels, columns, min_size, title)
+    tiles = colormap((w.mean(1) / vmax).numpy(), signed=True)
+    grid = _tiles(tiles, labels, columns, min_size, title)
+    return np.concatenate([grid, _colorbar(grid.shape[1], True, vmax, legend)], axis=0)
