@@ -34,7 +34,15 @@ How memory is measured:
 - CUDA: ``torch.cuda.max_memory_allocated() - memory_allocated()`` around the step, after
   ``reset_peak_memory_stats``.
 
+Per-epoch statistics (``--statistics``): what the callbacks compute from the maps every epoch
+(AttributionMonitor's summaries, FeatureDriftMonitor's drift scores with the per-sample map metrics,
+the randomisation checks' map similarity) on probes of 256, 1024 and 4096 samples of 3x32x32 maps,
+processed ``ROWS_PER_CHUNK`` samples at a time (ours) and all at once (as before), side by side. The
+bound: peak <= a few probe-sized float64 copies of the maps (what the statistics read) + temporaries
+of ``ROWS_PER_CHUNK`` samples, whatever the probe size; reported as peak / (probe maps in float64).
+
 Run:  .venv/bin/python benchmarks/memory.py [--small] [--probe 64] [--batch 64]
+      .venv/bin/python benchmarks/memory.py --statistics [--sizes 256 1024 4096]
 """
 
 from __future__ import annotations
@@ -85,13 +93,55 @@ def peak_bytes(fn: Callable[[], Any], device: str) -> int:
     return int(max(totals) - totals[0])
 
 
+def statistics(sizes: Any, seed: int) -> Dict[str, Any]:
+    """Peak memory of one epoch's statistics over the maps, chunked (ours) and at once, per probe size."""
+    from lightning_xai.functional import drift as D
+
+    results: Dict[str, Any] = {}
+    rows = []
+    for n in sizes:
+        g = torch.Generator().manual_seed(seed)
+        ref, cur = torch.rand(n, 3, 32, 32, generator=g), torch.rand(n, 3, 32, 32, generator=g)
+
+        def epoch() -> None:
+            F.summarize(cur)
+            F.drift_scores(F.feature_importance(ref), F.feature_importance(cur), F.per_sample_maps(ref),
+                           F.per_sample_maps(cur), metrics=F.DRIFT_METRICS)
+            F.map_similarity(ref, cur, "spearman")
+
+        maps_bytes = n * 32 * 32 * 8  # the probe's per-sample maps in float64
+        entry: Dict[str, Any] = {}
+        for label, chunk in (("chunked", D.ROWS_PER_CHUNK), ("at once", 10**9)):
+            saved, D.ROWS_PER_CHUNK = D.ROWS_PER_CHUNK, chunk
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    epoch()  # warm-up
+                    peak = peak_bytes(epoch, "cpu")
+            finally:
+                D.ROWS_PER_CHUNK = saved
+            entry[label] = {"peak_MB": peak / 2**20, "over_maps": peak / maps_bytes}
+        results[str(n)] = entry
+        rows.append([n, entry["chunked"]["peak_MB"], entry["chunked"]["over_maps"], entry["at once"]["peak_MB"],
+                     entry["at once"]["over_maps"]])
+    text = table(rows, ["probe", "chunked MB", "chunked / maps", "at once MB", "at once / maps"])
+    text += f"\nmaps: the probe's per-sample maps in float64 (N x 32 x 32 x 8 bytes); chunks of {D.ROWS_PER_CHUNK} samples"
+    emit("memory_statistics", {"config": {"sizes": list(sizes), "map": [3, 32, 32], "chunk_rows": D.ROWS_PER_CHUNK},
+                               "results": results}, text)
+    return results
+
+
 def main(argv: Any = None) -> Dict[str, Any]:
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--probe", type=int, default=64)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=32)
+    p.add_argument("--statistics", action="store_true", help="per-epoch statistics over the maps, by probe size")
+    p.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 4096])
     args = p.parse_args(argv)
     setup(args)
+    if args.statistics:
+        return statistics(args.sizes, args.seed)
     dev = args.device
     model = make_model(args).to(dev)
     layer = cam_layer(model)

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -153,7 +153,38 @@ def _pearson_rows(a: Tensor, b: Tensor) -> Tensor:
     return r.clamp(-1.0, 1.0)
 
 
+#: per-sample statistics (map Spearman, SSIM, summaries) run over this many probe samples at a time, so
+#: that their temporaries (ranks, sort indices, windowed moments) stay bounded whatever the probe size
+ROWS_PER_CHUNK = 64
+
+
+def in_row_chunks(fn: Any, *tensors: Tensor, rows: Optional[int] = None) -> Any:
+    """``fn(*tensors)`` computed ``rows`` samples at a time and concatenated along the first dimension
+    (a tensor, or a tuple of tensors). Exact for functions that treat each sample on its own.
+
+    Example:
+        >>> import torch
+        >>> x = torch.arange(10.).reshape(5, 2)
+        >>> torch.equal(in_row_chunks(lambda t: t.sum(1), x, rows=2), x.sum(1))
+        True
+    """
+    rows = ROWS_PER_CHUNK if rows is None else rows
+    n = tensors[0].shape[0]
+    if n <= rows:
+        return fn(*tensors)
+    parts = [fn(*(t[i : i + rows] for t in tensors)) for i in range(0, n, rows)]
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(p) for p in zip(*parts))
+    return torch.cat(parts)
+
+
 def _spearman_rows(a: Tensor, b: Tensor) -> Tuple[Tensor, Tensor]:
+    """Spearman per row of two (R, n) float64 tensors, ``ROWS_PER_CHUNK`` rows at a time; also the mask
+    of degenerate rows."""
+    return in_row_chunks(_spearman_rows_at_once, a, b)  # type: ignore[no-any-return]
+
+
+def _spearman_rows_at_once(a: Tensor, b: Tensor) -> Tuple[Tensor, Tensor]:
     """Spearman per row of two (R, n) float64 tensors; also the mask of degenerate rows."""
     ca, cb = _constant_rows(a), _constant_rows(b)
     degenerate = ca | cb
@@ -501,9 +532,9 @@ def map_ssim(
         win = win_size if win_size is not None else 11
         fit = min(a.shape[1:])
         win = min(win, fit if fit % 2 else fit - 1)
-        s = _ssim_windowed(a, b, win, sigma, c1, c2)
+        s = in_row_chunks(lambda x, y: _ssim_windowed(x, y, win, sigma, c1, c2), a, b)
     else:
-        s = _ssim_global(a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1), c1, c2)
+        s = in_row_chunks(lambda x, y: _ssim_global(x, y, c1, c2), a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1))
     return torch.where(nan, torch.full_like(s, float("nan")), s)
 
 
