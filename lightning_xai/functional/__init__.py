@@ -11,7 +11,7 @@ Example:
     torch.Size([5, 4])
 """
 
-from ._guard import computing_in, explaining
+from ._guard import computing_in, explaining, forked_rng
 from .attribution import (
     ONE_PASS_METHODS,
     attribute_many,
@@ -27,6 +27,19 @@ from .attribution import (
     saliency,
     select_output,
     smoothgrad,
+)
+from .perturbation import (
+    PERTURBATION_METHODS,
+    count_features,
+    feature_ablation,
+    feature_mask,
+    gradient_shap,
+    input_kind,
+    kernel_shap,
+    lime,
+    lime_weights,
+    shapley_kernel_weights,
+    shapley_sampling,
 )
 from .methods import (
     GRADIENT_PASS_METHODS,
@@ -117,6 +130,18 @@ __all__ = [
     "select_output",
     "explaining",
     "computing_in",
+    "forked_rng",
+    "PERTURBATION_METHODS",
+    "count_features",
+    "feature_ablation",
+    "feature_mask",
+    "gradient_shap",
+    "input_kind",
+    "kernel_shap",
+    "lime",
+    "lime_weights",
+    "shapley_kernel_weights",
+    "shapley_sampling",
     "attribute",
     "attribute_many",
     "check_method",

@@ -4,7 +4,9 @@ Everywhere a method is named (every callback, every check, :func:`attribute`, YA
 things are accepted, and they all go through :func:`get_method`:
 
 - a built-in name (``"saliency"``, ``"input_x_gradient"``, ``"integrated_gradients"``,
-  ``"smoothgrad"``, ``"grad_cam"``, ``"occlusion"``);
+  ``"smoothgrad"``, ``"grad_cam"``, ``"occlusion"``, and the perturbation methods of
+  :mod:`lightning_xai.functional.perturbation`: ``"kernel_shap"``, ``"lime"``,
+  ``"shapley_sampling"``, ``"gradient_shap"``, ``"feature_ablation"``);
 - a name given to :func:`register_method`;
 - an :class:`AttributionMethod`;
 - a Captum attribution class (subclasses too, kept as the class) or the name of one in
@@ -42,7 +44,8 @@ import torch
 from torch import Tensor, nn
 
 from . import attribution as _attr
-from ._guard import explaining
+from . import perturbation as _pert
+from ._guard import explaining, forked_rng
 from .captum_bridge import captum_attribute, captum_available, captum_class
 
 __all__ = [
@@ -146,9 +149,9 @@ class AttributionMethod:
     def __call__(self, model: nn.Module, inputs: Tensor, target: Any = None, **options: Any) -> Tensor:
         """Run ``fn`` under the library's guarantees: the model in eval mode with its parameters frozen
         and autograd on (also inside Lightning's no-grad validation and ``inference_mode``), inputs
-        that can join autograd, and the global RNG put back afterwards; every flag is restored."""
-        devices = [inputs.device.index or 0] if inputs.device.type == "cuda" else []
-        with explaining(model), torch.random.fork_rng(devices=devices):
+        that can join autograd, and the global random streams (torch, NumPy, ``random``) put back
+        afterwards; every flag is restored."""
+        with explaining(model), forked_rng(inputs.device):
             x = inputs.detach().clone() if inputs.is_inference() else inputs.detach()
             result = self.fn(model, x, target, **options)
         if isinstance(result, tuple):
@@ -195,6 +198,11 @@ _BUILTINS: Tuple[AttributionMethod, ...] = tuple(
         AttributionMethod("smoothgrad", _attr.smoothgrad, stochastic=True),
         AttributionMethod("grad_cam", _attr.grad_cam),
         AttributionMethod("occlusion", _attr.occlusion, needs_gradients=False),
+        AttributionMethod("kernel_shap", _pert.kernel_shap, needs_gradients=False, stochastic=True),
+        AttributionMethod("lime", _pert.lime, needs_gradients=False, stochastic=True),
+        AttributionMethod("shapley_sampling", _pert.shapley_sampling, needs_gradients=False, stochastic=True),
+        AttributionMethod("gradient_shap", _pert.gradient_shap, stochastic=True),
+        AttributionMethod("feature_ablation", _pert.feature_ablation, needs_gradients=False),
     )
 )
 
