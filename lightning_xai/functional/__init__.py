@@ -110,6 +110,7 @@ from .render import (
     is_signed,
     next_color_scale,
     overlay_grid,
+    upsample_map,
     png_bytes,
 )
 from .summary import entropy, gini, global_importance, summarize, top_mass
@@ -183,6 +184,7 @@ __all__ = [
     "is_signed",
     "next_color_scale",
     "overlay_grid",
+    "upsample_map",
     "png_bytes",
     "entropy",
     "gini",
