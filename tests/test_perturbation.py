@@ -296,3 +296,44 @@ def test_method_table_flags_and_bad_options() -> None:
         F.kernel_shap(nn.Linear(3, 1), torch.ones(1, 3), coalitions=torch.ones(4, 2))
     with pytest.raises(ValueError, match="baselines of shape"):
         F.gradient_shap(nn.Linear(3, 1), torch.ones(1, 3), baselines=torch.ones(2, 4))
+
+
+# ------------------------------------------------------------------------------------------ drift
+def test_drift_monitor_with_kernel_shap_ranks_superpixels_by_mean_abs_shap(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from torch.utils.data import DataLoader
+
+    from lightning_xai import ProbeSet
+    from lightning_xai.callbacks import FeatureDriftMonitor
+
+    from .fixtures import LitClassifier, SmallCNN, image_data, trainer
+
+    ds = image_data(32)
+    probe = ProbeSet.from_dataset(ds, n=6)
+    drift = FeatureDriftMonitor(probe, method={"kernel_shap": {"n_samples": 64}}, metrics=["ndcg", "spearman"], grid=2)
+    assert drift.method_options["grid"] == (2, 2)  # the method's superpixels are the monitor's cells
+    tr = trainer(tmp_path, [drift], max_epochs=2)
+    model = LitClassifier(SmallCNN())
+    tr.fit(model, *[DataLoader(ds, batch_size=16)] * 2)
+    assert "xai/drift/kernel_shap/ndcg/prev" in tr.callback_metrics
+    assert "xai/drift/kernel_shap/ndcg/ref" in tr.callback_metrics
+    # the global importance is mean |SHAP| per superpixel (2 x 2 = 4 features, exact with 64 >= 2**4)
+    net = model.eval()
+    target = net(probe.inputs).argmax(1)
+    phi = F.kernel_shap(net, probe.inputs, target, grid=2, n_samples=16)[:, 0, ::4, ::4].reshape(6, 4)
+    torch.testing.assert_close(drift.history[-1]["importance"], phi.abs().mean(0).double(), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"kernel_shap's grid \(4, 4\) is not the monitor's grid \(2, 2\)"):
+        FeatureDriftMonitor(probe, method={"kernel_shap": {"grid": 4}}, grid=2)
+
+
+def test_drift_monitor_with_kernel_shap_on_tabular_probe(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from lightning_xai.callbacks import FeatureDriftMonitor
+
+    from .fixtures import FEATURES, MLP, Classifier, loaders, tabular_data, tabular_probe, trainer
+
+    train, val = tabular_data()
+    probe = tabular_probe(val, n=8)
+    drift = FeatureDriftMonitor(probe, method="kernel_shap", metrics=["ndcg"])
+    tr = trainer(tmp_path, [drift], max_epochs=2)
+    tr.fit(Classifier(MLP(features=len(FEATURES), classes=2)), *loaders(train, val))
+    assert "xai/drift/kernel_shap/ndcg/prev" in tr.callback_metrics
+    assert "xai/importance/kernel_shap/age" in tr.callback_metrics
