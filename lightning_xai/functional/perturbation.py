@@ -431,8 +431,8 @@ def lime_weights(z: Tensor, kernel_width: float) -> Tensor:
     cosine distance between the coalition and all-ones (``1 - sqrt(k / F)``; 1 for the empty one).
 
     Example:
-        >>> lime_weights(torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0]]), 0.25)
-        tensor([1.0000e+00, 1.8316e-02], dtype=torch.float64)
+        >>> lime_weights(torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0]]), 0.25).round(decimals=4)
+        tensor([1.0000, 0.0183], dtype=torch.float64)
     """
     k = z.double().sum(1)
     d = 1.0 - torch.sqrt(k / z.shape[1])
