@@ -103,6 +103,9 @@ class ImageRenderer:
         a = attributions[:n].detach().float().cpu()
         if a.dim() != 4:  # e.g. a layer-resolution map of another shape: nothing sensible to overlay
             return None
+        size = tuple(ctx.probe.inputs.shape[2:])
+        if tuple(a.shape[2:]) != size:  # a layer's resolution (Grad-CAM, Captum's Layer*): drawn upsampled
+            a = F.upsample_map(a, size)
         vmax = ctx.scale(a.sum(1))
         return F.overlay_grid(
             ctx.probe.inputs[:n], a, vmax=vmax, signed=ctx.signed,

@@ -117,28 +117,116 @@ def test_a_user_method_and_a_captum_subclass_work_in_every_callback_and_check(tm
     assert "xai/attr/squared_gradient/gini" in tr.callback_metrics
 
 
+class NumpyNoiseClassifier(LitClassifier):
+    """Training that draws from NumPy's global RNG (augmentation noise), as many data pipelines do."""
+
+    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        x, y = batch
+        noise = torch.as_tensor(np.random.normal(0.0, 0.05, size=tuple(x.shape)), dtype=x.dtype)
+        return super().training_step((x + noise, y), batch_idx)
+
+
 def _weights_after(tmp_path, callbacks) -> dict:  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
+    np.random.seed(0)
     ds = image_data(32)
-    model = LitClassifier(SmallCNN())  # Dropout: training draws from the global RNG every step
+    # Dropout draws from torch's global RNG every step, the augmentation from NumPy's
+    model = NumpyNoiseClassifier(SmallCNN())
     tr = trainer(tmp_path, callbacks, max_epochs=2, logger=False)
     tr.fit(model, *[DataLoader(ds, batch_size=16)] * 2)
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("method", ["KernelShap", "Lime", "ShapleyValueSampling", "GradientShap"])
-def test_captum_samplers_leave_training_bit_identical(tmp_path, method) -> None:  # type: ignore[no-untyped-def]
-    options = {"KernelShap": {"n_samples": 8}, "Lime": {"n_samples": 8}, "ShapleyValueSampling": {"n_samples": 1},
-               "GradientShap": {"baselines": torch.zeros(1, 1, 8, 8), "n_samples": 2}}[method]
-    feature_mask = torch.arange(4).repeat_interleave(16).view(1, 1, 8, 8)
-    if method != "GradientShap":
-        options["feature_mask"] = feature_mask
+_MASK = torch.arange(4).repeat_interleave(16).view(1, 1, 8, 8)
+SAMPLERS = {
+    "KernelShap": {"n_samples": 8, "feature_mask": _MASK},
+    "Lime": {"n_samples": 8, "feature_mask": _MASK},
+    "ShapleyValueSampling": {"n_samples": 1, "feature_mask": _MASK},
+    "GradientShap": {"baselines": torch.zeros(3, 1, 8, 8), "n_samples": 2},  # NumPy picks baselines and alphas
+    "NoiseTunnel": {"attribution": "Saliency", "nt_samples": 2, "stdevs": 0.1},
+    "kernel_shap": {"n_samples": 8, "grid": 2},
+    "lime": {"n_samples": 8, "grid": 2},
+    "shapley_sampling": {"n_samples": 2, "grid": 2},
+    "gradient_shap": {"n_samples": 2, "noise": 0.1, "baselines": torch.rand(3, 1, 8, 8)},
+}
+
+
+@pytest.mark.parametrize("method", list(SAMPLERS))
+def test_samplers_leave_training_bit_identical(tmp_path, method) -> None:  # type: ignore[no-untyped-def]
     plain = _weights_after(tmp_path / "plain", [])
-    monitor = AttributionMonitor(_probe(4), methods={method: options}, log_images=False)
+    monitor = AttributionMonitor(_probe(4), methods={method: SAMPLERS[method]}, log_images=False)
     watched = _weights_after(tmp_path / "watched", [monitor])
     assert monitor.last_attributions[method].shape == (4, 1, 8, 8)
     for k in plain:
         assert torch.equal(plain[k], watched[k]), k
+
+
+# ------------------------------------------------------------------------------------------ Captum made safe
+@pytest.mark.parametrize("spec,message", [
+    ({"NoiseTunnel": {"nt_samples": 2}},
+     r"method 'NoiseTunnel' needs the option\(s\) attribution: pass them as \{'NoiseTunnel': \{'attribution': \.\.\.\}\}"),
+    ({"NoiseTunnel": {"attribution": "NoiseTunnel"}}, "NoiseTunnel's attribution option must name the Captum method it smooths"),
+    ({"NoiseTunnel": {"attribution": "LimeBase"}}, "Captum's LimeBase cannot be built from a model alone"),
+    ({"NeuronGradient": {"layer": "net.conv1"}}, r"method 'NeuronGradient' needs the option\(s\) neuron_selector"),
+    ({"LimeBase": {}}, "Captum's LimeBase cannot be built from a model alone: its constructor needs interpretable_model"),
+    ({"LayerAttribution": {}}, "LayerAttribution is one of Captum's base classes, not a method"),
+    ({"Occlusion": {"window": 2}}, r"unknown option\(s\) window for 'Occlusion'; it takes sliding_window_shapes"),
+])
+@pytest.mark.parametrize("where", ["AttributionMonitor", "FeatureDriftMonitor", "ParameterRandomization", "Finite"])
+def test_captum_setup_errors_at_construction(spec, message, where) -> None:  # type: ignore[no-untyped-def]
+    build = {
+        "AttributionMonitor": lambda: AttributionMonitor(_probe(), methods=spec),
+        "FeatureDriftMonitor": lambda: FeatureDriftMonitor(_probe(), method=spec),
+        "ParameterRandomization": lambda: checks.ParameterRandomization(spec),
+        "Finite": lambda: checks.Finite(methods=spec),
+    }[where]
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_captum_required_options_get_defaults_and_layer_maps_are_upsampled() -> None:
+    torch.manual_seed(0)
+    net = SmallCNN().eval()
+    x, t = torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 2])
+    # GradientShap without baselines: zeros; with zeros and one sample it is input x gradient at a random point
+    assert F.attribute(net, x, t, "GradientShap", n_samples=2).shape == x.shape
+    ref = captum_attr.Occlusion(net).attribute(x, target=t, sliding_window_shapes=(1, 1, 1))  # 8 // 8 = 1
+    torch.testing.assert_close(F.attribute(net, x, t, "Occlusion"), ref)
+    cam = F.attribute(net, x, t, "LayerGradCam", layer="conv2", relu_attributions=True)
+    torch.testing.assert_close(cam, F.grad_cam(net, x, t, layer="conv2"))  # drawn like Grad-CAM
+    raw = F.attribute(net, x, t, "LayerGradCam", layer="conv2", upsample=False)
+    assert raw.shape == (3, 1, 8, 8) and F.get_method("LayerGradCam").is_layer_resolution({"upsample": False})
+    conductance = F.attribute(net, x, t, "LayerConductance", layer="conv1", n_steps=4)
+    assert conductance.shape == x.shape  # 6 channels summed, then spread over the input's one
+    torch.manual_seed(1)
+    ref = captum_attr.NoiseTunnel(captum_attr.Saliency(net)).attribute(x, target=t, nt_samples=3, stdevs=0.2)
+    torch.manual_seed(1)
+    torch.testing.assert_close(F.attribute(net, x, t, "NoiseTunnel", attribution="Saliency", nt_samples=3, stdevs=0.2), ref)
+    state = np.random.get_state()[1].copy()
+    F.attribute(net, x, t, "GradientShap", n_samples=4)  # draws from NumPy: forked
+    assert (np.random.get_state()[1] == state).all()
+
+
+def test_captum_layer_and_smoothing_classes_in_every_callback_and_check(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ds = image_data(32)
+    probe = ProbeSet.from_dataset(ds, n=8)
+    methods = {"LayerGradCam": {"layer": "net.conv2"}, "NoiseTunnel": {"attribution": "Saliency", "nt_samples": 2},
+               "kernel_shap": {"n_samples": 16, "grid": 2}}
+    monitor = AttributionMonitor(probe, methods=methods)
+    raw = AttributionMonitor(probe, methods={"LayerGradCam": {"layer": "net.pool", "upsample": False}})
+    drift = FeatureDriftMonitor(probe, method={"LayerGradCam": {"layer": "net.conv2"}}, metrics=["spearman"])
+    gate = SanityGate(probe, [
+        checks.ParameterRandomization({"NoiseTunnel": {"attribution": "Saliency", "nt_samples": 2}}, max_similarity=1.0, layers=1),
+        checks.RandomLogit({"LayerGradCam": {"layer": "net.conv2"}}, max_similarity=1.0),
+        checks.Finite(methods=[{m: o} for m, o in methods.items()]),
+    ], verbose=False)
+    tr = trainer(tmp_path, [monitor, raw, drift, gate], max_epochs=2)
+    tr.fit(LitClassifier(SmallCNN()), *[DataLoader(ds, batch_size=16)] * 2)
+    assert gate.last_passed
+    assert raw.last_attributions["LayerGradCam"].shape == (8, 1, 4, 4)
+    images = read_events(tr.logger.log_dir).Tags()["images"]
+    assert {"xai/attr/LayerGradCam", "xai/attr/NoiseTunnel", "xai/attr/kernel_shap"} <= set(images)
+    assert "xai/drift/LayerGradCam/spearman/prev" in tr.callback_metrics
 
 
 # ------------------------------------------------------------------------------------------ renderers

@@ -13,6 +13,7 @@ from torch import Tensor
 from .. import functional as F
 from ..functional.drift import GridLike
 from ..functional.methods import MethodLike
+from ..functional.perturbation import DEFAULT_GRID as _DEFAULT_GRID
 from ..probe import ProbeSet, ProbeSpec
 from ..drift_reference import REFERENCE_FORMAT, load_reference, reference_entry, tag_names, write_reference
 from ._base import TargetSpec, XAICallback
@@ -75,7 +76,12 @@ class FeatureDriftMonitor(XAICallback):
         every_n_epochs: run on every n-th validation epoch.
         target: ``"predicted"`` (default), ``"true"``, a class index or a callable, as in
             :class:`~lightning_xai.callbacks.AttributionMonitor`.
-        grid: rows and columns of the grid of cells over images (an int for a square grid).
+        grid: rows and columns of the grid of cells over images (an int for a square grid). A method
+            with superpixels (``kernel_shap``, ``lime``, ``shapley_sampling``, ``feature_ablation``)
+            gets this grid as its own, so that each feature is one superpixel and the global
+            importance is mean ``|SHAP|`` per superpixel (the cells coincide when the grid divides
+            the image; a method's own ``grid`` must equal this one; with its own ``feature_mask`` the
+            importance is per grid cell).
         log_importance: log the per-feature curves (tabular probes).
         log_trajectory: log the trajectory heatmap.
         chunk_size: rows per forward+backward pass (default: the probe size).
@@ -119,6 +125,8 @@ class FeatureDriftMonitor(XAICallback):
                 f"FeatureDriftMonitor follows one method, got {sorted(methods)}: add one monitor per method"
             )
         self.method, self._call = next(iter(methods.items()))
+        self.grid = F.check_grid(grid)
+        self._call = self._superpixels_on_grid(self._call)
         self.method_options = dict(self._call.options)
         self.metrics = F.check_metrics(metrics)
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
@@ -127,7 +135,6 @@ class FeatureDriftMonitor(XAICallback):
             raise ValueError(f"warmup_epochs must be an int >= 0, got {warmup_epochs!r}")
         self.top_k = top_k
         self.warmup_epochs = warmup_epochs
-        self.grid = F.check_grid(grid)
         self.log_importance = bool(log_importance)
         self.log_trajectory = bool(log_trajectory)
 
@@ -146,6 +153,28 @@ class FeatureDriftMonitor(XAICallback):
         self._reference_spec = self._parse_reference(reference)
         if isinstance(self.probe, ProbeSet):
             self._on_probe_drawn()
+
+    def _superpixels_on_grid(self, call: Any) -> Any:
+        """For a method with superpixels (``kernel_shap``, ``lime``, ...: a ``grid`` option), make its
+        features the drift grid's cells, so that an image's global importance is the mean |value| of
+        each superpixel: the monitor's grid is given to the method unless the method has its own
+        ``grid`` (which must then be the monitor's) or ``feature_mask`` (importance is then per cell)."""
+        if not (call.method.accepts("grid") and call.method.accepts("feature_mask")):
+            return call
+        opts = dict(call.options)
+        if opts.get("feature_mask") is not None:
+            return call
+        if opts.get("grid") is not None:
+            if F.check_grid(opts["grid"]) != self.grid:
+                raise ValueError(
+                    f"FeatureDriftMonitor: {self.method}'s grid {F.check_grid(opts['grid'])} is not the monitor's grid "
+                    f"{self.grid}, so its superpixels would not be the features whose importance drifts; pass the "
+                    f"same grid to both, e.g. FeatureDriftMonitor(..., grid={F.check_grid(opts['grid'])})"
+                )
+            return call
+        if self.grid == F.check_grid(_DEFAULT_GRID):  # the method's own default: options (and cache) unchanged
+            return call
+        return F.MethodCall(call.method, {**opts, "grid": self.grid})
 
     def _on_probe_drawn(self) -> None:
         """Names from the probe; a tensor or file reference is checked against it (now, or at setup for a spec)."""

@@ -11,7 +11,7 @@ Example:
     torch.Size([5, 4])
 """
 
-from ._guard import computing_in, explaining, named_modules
+from ._guard import computing_in, explaining, forked_rng, named_modules
 from .attribution import (
     ONE_PASS_METHODS,
     attribute_many,
@@ -27,6 +27,19 @@ from .attribution import (
     saliency,
     select_output,
     smoothgrad,
+)
+from .perturbation import (
+    PERTURBATION_METHODS,
+    count_features,
+    feature_ablation,
+    feature_mask,
+    gradient_shap,
+    input_kind,
+    kernel_shap,
+    lime,
+    lime_weights,
+    shapley_kernel_weights,
+    shapley_sampling,
 )
 from .methods import (
     GRADIENT_PASS_METHODS,
@@ -109,6 +122,7 @@ from .render import (
     is_signed,
     next_color_scale,
     overlay_grid,
+    upsample_map,
     png_bytes,
 )
 from .summary import entropy, gini, global_importance, summarize, top_mass
@@ -130,6 +144,18 @@ __all__ = [
     "explaining",
     "named_modules",
     "computing_in",
+    "forked_rng",
+    "PERTURBATION_METHODS",
+    "count_features",
+    "feature_ablation",
+    "feature_mask",
+    "gradient_shap",
+    "input_kind",
+    "kernel_shap",
+    "lime",
+    "lime_weights",
+    "shapley_kernel_weights",
+    "shapley_sampling",
     "attribute",
     "attribute_many",
     "check_method",
@@ -181,6 +207,7 @@ __all__ = [
     "is_signed",
     "next_color_scale",
     "overlay_grid",
+    "upsample_map",
     "png_bytes",
     "entropy",
     "gini",

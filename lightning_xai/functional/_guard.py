@@ -16,7 +16,7 @@ from typing import ContextManager, Dict, Iterator, List, Tuple
 import torch
 from torch import nn
 
-__all__ = ["explaining", "computing_in", "named_modules", "eager_name"]
+__all__ = ["explaining", "computing_in", "forked_rng", "named_modules", "eager_name"]
 
 _COMPILED = "_orig_mod."
 
@@ -97,6 +97,40 @@ def explaining(model: nn.Module) -> Iterator[nn.Module]:
         for p, requires_grad in flags:
             p.requires_grad_(requires_grad)
         _put_back(buffers)
+
+
+@contextmanager
+def forked_rng(device: torch.device = torch.device("cpu")) -> Iterator[None]:
+    """Run the body on a fork of every global random stream an explanation may draw from: torch's
+    (CPU, and the CUDA device of ``device``), NumPy's and Python's ``random``. They are all put back
+    afterwards, so that explaining never moves the training's random streams (Captum's
+    ``GradientShap`` draws its baselines and path points from NumPy, its noise from torch).
+
+    Example:
+        >>> import random, numpy as np
+        >>> before = (torch.random.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+        >>> with forked_rng():
+        ...     _ = torch.rand(3), np.random.uniform(size=3), random.random()
+        >>> after = (torch.random.get_rng_state(), np.random.get_state()[1], random.getstate())
+        >>> torch.equal(before[0], after[0]), bool((before[1] == after[1]).all()), before[2] == after[2]
+        (True, True, True)
+    """
+    import random
+
+    devices = [device.index or 0] if device.type == "cuda" else []
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy is a dependency of torch's usual installs
+        np = None  # type: ignore[assignment]
+    numpy_state = None if np is None else np.random.get_state()
+    python_state = random.getstate()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        if np is not None:
+            np.random.set_state(numpy_state)
+        random.setstate(python_state)
 
 
 @contextmanager

@@ -4,7 +4,9 @@ Everywhere a method is named (every callback, every check, :func:`attribute`, YA
 things are accepted, and they all go through :func:`get_method`:
 
 - a built-in name (``"saliency"``, ``"input_x_gradient"``, ``"integrated_gradients"``,
-  ``"smoothgrad"``, ``"grad_cam"``, ``"occlusion"``);
+  ``"smoothgrad"``, ``"grad_cam"``, ``"occlusion"``, and the perturbation methods of
+  :mod:`lightning_xai.functional.perturbation`: ``"kernel_shap"``, ``"lime"``,
+  ``"shapley_sampling"``, ``"gradient_shap"``, ``"feature_ablation"``);
 - a name given to :func:`register_method`;
 - an :class:`AttributionMethod`;
 - a Captum attribution class (subclasses too, kept as the class) or the name of one in
@@ -42,8 +44,9 @@ import torch
 from torch import Tensor, nn
 
 from . import attribution as _attr
-from ._guard import explaining
-from .captum_bridge import captum_attribute, captum_available, captum_class
+from . import perturbation as _pert
+from ._guard import explaining, forked_rng
+from .captum_bridge import captum_attribute, captum_available, captum_class, captum_spec
 
 __all__ = [
     "AttributionMethod",
@@ -85,6 +88,10 @@ class AttributionMethod:
         shared_pass: rides on the one forward+backward pass that saliency, input x gradient and
             Grad-CAM share (built-ins only).
         options: the option names ``fn`` takes; ``None`` reads them from its signature.
+        required: the options that must be given (``None``: the keyword-only parameters of ``fn``
+            without a default); a callback or check built without them fails, naming them.
+        check: ``check(options)`` raises a ``ValueError`` naming the fix for option values that can be
+            judged without the model (run when a callback or check is built).
 
     Calling the method runs ``fn`` and returns its maps (the first element of a tuple result).
 
@@ -108,6 +115,8 @@ class AttributionMethod:
     stochastic: bool = False
     shared_pass: bool = False
     options: Optional[Tuple[str, ...]] = None
+    required: Optional[Tuple[str, ...]] = None
+    check: Optional[Callable[[Mapping[str, Any]], None]] = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
@@ -118,6 +127,8 @@ class AttributionMethod:
             raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {self.resolution!r}")
         if self.options is None:
             object.__setattr__(self, "options", _signature_options(self.fn))
+        if self.required is None:
+            object.__setattr__(self, "required", _signature_required(self.fn))
 
     # ---------------------------------------------------------------------------------- options
     @property
@@ -140,15 +151,23 @@ class AttributionMethod:
             valid = [n for n in self.option_names if n != "*"]
             takes = f"it takes {', '.join(valid)}" if valid else "it takes no options"
             raise ValueError(f"unknown option(s) {', '.join(bad)} for {self.name!r}; {takes}")
+        missing = [k for k in self.required or () if k not in opts]
+        if missing:
+            raise ValueError(
+                f"method {self.name!r} needs the option(s) {', '.join(missing)}: pass them as "
+                f"{{{self.name!r}: {{{', '.join(repr(k) + ': ...' for k in missing)}}}}}"
+            )
+        if self.check is not None:
+            self.check(opts)
         return opts
 
     # ---------------------------------------------------------------------------------- calling
     def __call__(self, model: nn.Module, inputs: Tensor, target: Any = None, **options: Any) -> Tensor:
         """Run ``fn`` under the library's guarantees: the model in eval mode with its parameters frozen
         and autograd on (also inside Lightning's no-grad validation and ``inference_mode``), inputs
-        that can join autograd, and the global RNG put back afterwards; every flag is restored."""
-        devices = [inputs.device.index or 0] if inputs.device.type == "cuda" else []
-        with explaining(model), torch.random.fork_rng(devices=devices):
+        that can join autograd, and the global random streams (torch, NumPy, ``random``) put back
+        afterwards; every flag is restored."""
+        with explaining(model), forked_rng(inputs.device):
             x = inputs.detach().clone() if inputs.is_inference() else inputs.detach()
             result = self.fn(model, x, target, **options)
         if isinstance(result, tuple):
@@ -159,7 +178,7 @@ class AttributionMethod:
 
     def is_layer_resolution(self, options: Mapping[str, Any]) -> bool:
         """Whether this call's maps have a layer's resolution rather than the inputs' shape."""
-        if self.name == "grad_cam":
+        if self.name == "grad_cam" or (self.resolution == "layer" and "upsample" in self.option_names):
             return not options.get("upsample", True)
         return self.resolution == "layer"
 
@@ -183,6 +202,14 @@ def _signature_options(fn: Callable[..., Any]) -> Tuple[str, ...]:
     return tuple(out)
 
 
+def _signature_required(fn: Callable[..., Any]) -> Tuple[str, ...]:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return ()
+    return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty and p.name not in _NOT_OPTIONS)
+
+
 # ----------------------------------------------------------------------------------------------
 # the table
 # ----------------------------------------------------------------------------------------------
@@ -195,6 +222,11 @@ _BUILTINS: Tuple[AttributionMethod, ...] = tuple(
         AttributionMethod("smoothgrad", _attr.smoothgrad, stochastic=True),
         AttributionMethod("grad_cam", _attr.grad_cam),
         AttributionMethod("occlusion", _attr.occlusion, needs_gradients=False),
+        AttributionMethod("kernel_shap", _pert.kernel_shap, needs_gradients=False, stochastic=True),
+        AttributionMethod("lime", _pert.lime, needs_gradients=False, stochastic=True),
+        AttributionMethod("shapley_sampling", _pert.shapley_sampling, needs_gradients=False, stochastic=True),
+        AttributionMethod("gradient_shap", _pert.gradient_shap, stochastic=True),
+        AttributionMethod("feature_ablation", _pert.feature_ablation, needs_gradients=False),
     )
 )
 
@@ -307,27 +339,20 @@ def check_method(name: MethodLike) -> str:
 # ----------------------------------------------------------------------------------------------
 _CAPTUM_STOCHASTIC = ("KernelShap", "Lime", "LimeBase", "ShapleyValueSampling", "GradientShap", "NoiseTunnel",
                       "FeaturePermutation", "LayerGradientShap", "NeuronGradientShap")
-_CAPTUM_NOT_OPTIONS = frozenset({"self", "inputs", "target", "return_convergence_delta"})
 
 
 @functools.lru_cache(maxsize=None)
 def _captum_method(cls: type) -> AttributionMethod:
-    params = inspect.signature(cls.attribute).parameters  # type: ignore[attr-defined]
-    ctor = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
-    options = [p for p, v in params.items() if p not in _CAPTUM_NOT_OPTIONS and v.kind is not v.VAR_POSITIONAL]
-    options = ["*" if params[p].kind is params[p].VAR_KEYWORD else p for p in options]
-    if "layer" in ctor:
-        options.append("layer")
-    options.append("chunk_size")
+    spec = captum_spec(cls)  # a ValueError naming the reason for classes that cannot run on a probe
     stochastic = any(c.__name__ in _CAPTUM_STOCHASTIC for c in cls.__mro__)
-    resolution = "layer" if cls.__name__.startswith(("Layer", "Neuron")) else "input"
 
     def run(model: nn.Module, inputs: Tensor, target: Any = None, **opts: Any) -> Tensor:
         return captum_attribute(model, inputs, target, cls, **opts)
 
     run.__name__ = cls.__name__
     return AttributionMethod(
-        cls.__name__, run, stochastic=stochastic, resolution=resolution, options=tuple(dict.fromkeys(options))
+        cls.__name__, run, stochastic=stochastic, resolution=spec["resolution"], options=spec["options"],
+        required=spec["required"], check=spec["check"],
     )
 
 

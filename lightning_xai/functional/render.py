@@ -29,6 +29,7 @@ from ._sort import quantile as _quantile
 __all__ = [
     "colormap",
     "overlay_grid",
+    "upsample_map",
     "bar_chart",
     "heatmap_chart",
     "image_grid",
@@ -251,6 +252,19 @@ def _colorbar_cached(width: int, signed: bool, vmax: float, legend: Optional[str
     for i, line in enumerate(lines):
         items.append((10, 27 + 13 * i, line, (60, 60, 60)))
     return _draw_text(bar, items, size=10)
+
+
+def upsample_map(maps: Tensor, size: Sequence[int]) -> Tensor:
+    """Layer-resolution maps ``(N, C', h, w)`` brought to an image's ``size`` ``(H, W)`` for drawing:
+    channels summed, bilinear interpolation (as Grad-CAM's upsampling).
+
+    Example:
+        >>> import torch
+        >>> upsample_map(torch.ones(2, 3, 2, 2), (8, 8)).shape
+        torch.Size([2, 1, 8, 8])
+    """
+    a = maps.float().sum(1, keepdim=True)
+    return torch.nn.functional.interpolate(a, size=tuple(int(v) for v in size), mode="bilinear", align_corners=False)
 
 
 def overlay_grid(
