@@ -65,6 +65,7 @@ import torch
 from torch import Tensor, nn
 
 from ._guard import explaining
+from .drift import GridLike, check_grid
 from .attribution import (
     TargetLike,
     _autograd_ready,
@@ -102,7 +103,6 @@ DEFAULT_GRID: Tuple[int, int] = (4, 4)
 #: above this many features, ``kernel_shap`` never enumerates (2**F coalitions would not fit anyway)
 MAX_EXACT_FEATURES = 20
 
-GridLike = Union[int, Sequence[int]]
 MaskLike = Optional[Tensor]
 
 
@@ -119,21 +119,9 @@ def input_kind(inputs: Tensor) -> str:
     return "elements"
 
 
-def _grid(grid: GridLike) -> Tuple[int, int]:
-    if isinstance(grid, int) and not isinstance(grid, bool):
-        grid = (grid, grid)
-    try:
-        gh, gw = (int(g) for g in grid)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise ValueError(f"grid must be an int or a pair of ints (rows, columns), got {grid!r}") from None
-    if gh < 1 or gw < 1:
-        raise ValueError(f"grid must be positive, got {grid!r}")
-    return gh, gw
-
-
 def _image_mask(shape: Tuple[int, ...], grid: Optional[GridLike]) -> Tensor:
     c, h, w = shape
-    gh, gw = _grid(DEFAULT_GRID if grid is None else grid)
+    gh, gw = check_grid(DEFAULT_GRID if grid is None else grid)
     gh, gw = min(gh, h), min(gw, w)  # a grid finer than the image is clipped to it, as feature_importance does
     # cell i covers rows floor(i*H/gh) .. floor((i+1)*H/gh) - 1: the cells of adaptive average pooling
     # when the grid divides the image (what FeatureDriftMonitor's grid draws)
