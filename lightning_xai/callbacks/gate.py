@@ -16,7 +16,7 @@ from .. import functional as F
 from .._lightning import rank_zero_info, rank_zero_warn
 from ..errors import SanityCheckError
 from ..probe import ProbeSet, ProbeSpec
-from ..sink import markdown_table
+from ..sink import LogSink, markdown_table
 from ._base import TargetSpec, XAICallback
 
 __all__ = ["SanityGate", "GateReason", "gate_decision"]
@@ -212,7 +212,7 @@ class SanityGate(XAICallback):
         decision = "pass" if not failed else ("warmup" if in_warmup else (self.action if act else "fail"))
         self._append_report(trainer, epoch, failed, in_warmup, decision, results, per_rank)
         sink.text("xai/gate/report", self._markdown(self.report[-1], message))
-        self._write_report(trainer)  # last: a failure before it leaves the file as it was
+        self._write_report(trainer, sink)  # last: a failure before it leaves the file as it was
         if failed and self.verbose:
             rank_zero_info(message)
         if not act:
@@ -338,16 +338,22 @@ class SanityGate(XAICallback):
             }
         )
 
-    def _write_report(self, trainer: Any) -> None:
-        """Write the whole report (every epoch so far) to the JSON file, atomically."""
+    def _write_report(self, trainer: Any, sink: LogSink) -> None:
+        """Write the whole report (every epoch so far) to the JSON file, atomically, and hand it to the
+        loggers that keep files (an MLflow or W&B run artifact, replaced each epoch)."""
         # trainer.log_dir is a collective (a broadcast): every rank asks for it, rank 0 writes
         path = self._report_file(trainer)
-        if trainer.is_global_zero and path is not None:
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(self.report, f, indent=1)
-            os.replace(tmp, path)
+        if not trainer.is_global_zero:
+            return
+        if path is None:
+            sink.file(self.REPORT_NAME, json.dumps(self.report, indent=1).encode())
+            return
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.report, f, indent=1)
+        os.replace(tmp, path)
+        sink.file(self.REPORT_NAME, path)
 
     @staticmethod
     def _markdown(entry: Mapping[str, Any], message: Optional[str]) -> str:
