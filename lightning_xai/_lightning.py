@@ -58,6 +58,14 @@ Trainer = pl.Trainer
 LightningModule = pl.LightningModule
 
 
+def logger_classes(name: str) -> Tuple[type, ...]:
+    """The Lightning logger class ``name`` (e.g. ``"MLFlowLogger"``) of every installed package, for
+    isinstance checks; empty when no package has it. Lightning imports a tracker's own package (mlflow,
+    wandb) only when such a logger is made, so asking costs no import."""
+    found = (getattr(getattr(p, "loggers", None), name, None) for p in _packages)
+    return tuple(c for c in found if isinstance(c, type))
+
+
 def lightning_packages() -> List[Any]:
     """The installed Lightning packages (``pytorch_lightning`` first when present)."""
     return list(_packages)
@@ -65,5 +73,5 @@ def lightning_packages() -> List[Any]:
 
 __all__ = [
     "pl", "Callback", "Trainer", "LightningModule", "TensorBoardLogger", "TensorBoardLoggers",
-    "rank_zero_warn", "rank_zero_info", "lightning_packages",
+    "rank_zero_warn", "rank_zero_info", "lightning_packages", "logger_classes",
 ]

@@ -264,15 +264,16 @@ class DeadReLUMonitor(XAICallback):
         if not trainer.is_global_zero:
             return
         sink = self._sink(trainer)
-        if not sink.tensorboards() and trainer.loggers:  # logger=False: the user asked for no logging at all
+        taken = 0
+        for layer, rates in on_rates.items():
+            taken += sink.histogram(f"xai/dead_relu_onrate/{layer}", rates.detach().double().cpu().numpy())
+        if on_rates and not taken and trainer.loggers:  # logger=False: the user asked for no logging at all
             self._warn_once(
                 "no-tensorboard",
-                "DeadReLUMonitor: no TensorBoardLogger attached, so the on-rate histograms are not logged "
-                "(scalars still go to your loggers). Add pytorch_lightning.loggers.TensorBoardLogger, or "
-                "pass log_histograms=False.",
+                "DeadReLUMonitor: none of your loggers shows histograms (TensorBoardLogger and WandbLogger "
+                "do), so the on-rate histograms are not logged (scalars still go to your loggers). Add "
+                "pytorch_lightning.loggers.TensorBoardLogger, or pass log_histograms=False.",
             )
-        for layer, rates in on_rates.items():
-            sink.histogram(f"xai/dead_relu_onrate/{layer}", rates.detach().double().cpu().numpy())
 
     # ------------------------------------------------------------------ state
     _RUN_STATE = ("last_summary",)

@@ -16,7 +16,7 @@ from .. import functional as F
 from .._lightning import rank_zero_info, rank_zero_warn
 from ..errors import SanityCheckError
 from ..probe import ProbeSet, ProbeSpec
-from ..sink import markdown_table
+from ..sink import LogSink, markdown_table
 from ._base import TargetSpec, XAICallback
 
 __all__ = ["SanityGate", "GateReason", "gate_decision"]
@@ -223,7 +223,7 @@ class SanityGate(XAICallback):
         decision = "pass" if not failed else ("warmup" if in_warmup else (self.action if act else "fail"))
         self._append_report(trainer, epoch, failed, in_warmup, decision, results, per_rank)
         sink.text("xai/gate/report", self._markdown(self.report[-1], message))
-        self._write_report(trainer)  # last: a failure before it leaves the file as it was
+        self._write_report(trainer, sink)  # last: a failure before it leaves the file as it was
         if failed and self.verbose:
             rank_zero_info(message)
         if not act:
@@ -349,11 +349,17 @@ class SanityGate(XAICallback):
             }
         )
 
-    def _write_report(self, trainer: Any) -> None:
-        """Write the whole report (every epoch so far) to the JSON file, atomically; a failure warns."""
+    def _write_report(self, trainer: Any, sink: LogSink) -> None:
+        """Write the whole report (every epoch so far) to the JSON file, atomically, and hand it to the
+        loggers that keep files (an MLflow or W&B run artifact, replaced each epoch). A file that cannot
+        be written is a warning naming the path and the fix, never a dead run."""
         # trainer.log_dir is a collective (a broadcast): every rank asks for it, rank 0 writes
         path = self._report_file(trainer)
-        if not trainer.is_global_zero or path is None:
+        if not trainer.is_global_zero:
+            return
+        if path is None:
+            if trainer.loggers:  # logger=False: nothing is written anywhere
+                sink.file(self.REPORT_NAME, json.dumps(self.report, indent=1).encode())
             return
         tmp = path + ".tmp"
         try:
@@ -368,6 +374,8 @@ class SanityGate(XAICallback):
                 "on and the report stays in SanityGate.report and the logged text. Pass report_dir= a writable "
                 "directory.",
             )
+            return
+        sink.file(self.REPORT_NAME, path)
 
     @staticmethod
     def _markdown(entry: Mapping[str, Any], message: Optional[str]) -> str:
