@@ -99,8 +99,10 @@ def build(method: str, model: nn.Module, x: torch.Tensor, t: torch.Tensor, args:
         "smoothgrad": {"n_samples": args.samples, "noise": 0.15}, "occlusion": {"window": window},
     }.get(method, {})
     calls = F.resolve_methods({method: options})
-    probe = ProbeSet(x.cpu(), targets=t.cpu())
-    variants["engine"] = lambda: AttributionEngine().attributions(model, probe, calls, target="true")
+    probe = ProbeSet(x.cpu())
+    # the callbacks' default target: the predicted class comes from the shared pass's own forward
+    # (saliency, input x gradient, Grad-CAM), or from one forward of the probe (the other methods)
+    variants["engine"] = lambda: AttributionEngine().attributions(model, probe, calls, target="predicted")
     if args.captum:
         variants["captum"] = captum_variant(method, model, x, t, layer, window, args)
     return variants
