@@ -94,7 +94,7 @@ def _event_files(log_dir: str) -> Set[str]:
 
 def _already_written(log_dir: str) -> bool:
     files = _WRITTEN.get(log_dir)
-    return bool(files) and any(os.path.exists(f) for f in files)  # type: ignore[union-attr]
+    return files is not None and any(os.path.exists(f) for f in files)
 
 
 def _logdir(writer: Any) -> Optional[str]:
@@ -135,8 +135,8 @@ def write_layout(
     for name, charts in DEFAULT_LAYOUT.items():
         if name in wanted:
             layout[name] = {title: ["Multiline", list(tags)] for title, tags in charts.items()}
-    for name, charts in (extra or {}).items():
-        for title, tags in charts.items():
+    for name, more in (extra or {}).items():
+        for title, tags in more.items():
             if isinstance(tags, str):
                 tags = [tags]
             for tag in tags:

@@ -75,7 +75,7 @@ def captum_attribute(
                 f"method {method!r} needs Captum, which is not installed: pip install 'lightning-xai[captum]'"
             )
         raise ValueError(f"{method!r} is not an attribution class of captum.attr")
-    params = inspect.signature(cls.__init__).parameters
+    params = inspect.signature(cls).parameters
     n = inputs.shape[0]
     chunk = n if chunk_size is None else max(1, int(chunk_size))
     # Captum's samplers (KernelShap, Lime, GradientShap, ...) draw from the global RNG: run them on a

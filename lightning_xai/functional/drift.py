@@ -229,7 +229,9 @@ def rank_correlation(a: Tensor, b: Tensor, method: str = "spearman") -> float:
         return float(r[0])
     from torchmetrics.functional import kendall_rank_corrcoef
 
-    return float(kendall_rank_corrcoef(a, b, variant="b").clamp(-1.0, 1.0))
+    tau = kendall_rank_corrcoef(a, b, variant="b")  # a tensor (a tuple only with t_test=True)
+    assert isinstance(tau, Tensor)
+    return float(tau.clamp(-1.0, 1.0))
 
 
 # ----------------------------------------------------------------------------------------------

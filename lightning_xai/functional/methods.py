@@ -313,7 +313,7 @@ _CAPTUM_NOT_OPTIONS = frozenset({"self", "inputs", "target", "return_convergence
 @functools.lru_cache(maxsize=None)
 def _captum_method(cls: type) -> AttributionMethod:
     params = inspect.signature(cls.attribute).parameters  # type: ignore[attr-defined]
-    ctor = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
+    ctor = inspect.signature(cls).parameters
     options = [p for p, v in params.items() if p not in _CAPTUM_NOT_OPTIONS and v.kind is not v.VAR_POSITIONAL]
     options = ["*" if params[p].kind is params[p].VAR_KEYWORD else p for p in options]
     if "layer" in ctor:

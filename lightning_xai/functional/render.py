@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import struct
 import zlib
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -165,7 +165,7 @@ def next_color_scale(policy: object, previous: Optional[float], attr: Tensor) ->
 
 
 @functools.lru_cache(maxsize=8)
-def _font(size: int = 11):  # type: ignore[no-untyped-def]
+def _font(size: int = 11) -> Any:
     """Pillow's default font at ``size`` (loaded once per size: loading it costs more than drawing)."""
     try:
         from PIL import ImageFont
@@ -335,8 +335,8 @@ def overlay_grid(
         y0 = title_h + pad + r * (cell_h + pad)
         x0 = pad + c * (tw + pad)
         flagged = bool(highlight[k]) if highlight is not None else False
-        if label_h:
-            texts.append((x0, y0, labels[k], _VERMILLION if flagged else (0, 0, 0)))  # type: ignore[index]
+        if labels is not None:
+            texts.append((x0, y0, labels[k], _VERMILLION if flagged else (0, 0, 0)))
         y1 = y0 + label_h
         if flagged:  # a 2-pixel frame around both tiles: visible without colour vision too
             grid[y1 - 2 : y1 + 2 * th + pad + 2, max(x0 - 2, 0) : x0 + tw + 2] = _VERMILLION
