@@ -48,6 +48,7 @@ __all__ = [
     "write_layout",
     "ensure_layout",
     "layout_categories",
+    "layout_charts",
     "log_text",
     "markdown_table",
     "tensorboard_writers",
@@ -66,8 +67,11 @@ DEFAULT_LAYOUT: Dict[str, Dict[str, List[str]]] = {
         "top-10% mass": [r"xai/attr/.*/top10_mass$"],
     },
     "Drift": {
-        "drift vs previous epoch": [r"xai/drift/.*/prev$"],
-        "drift vs reference": [r"xai/drift/.*/ref$"],
+        # agreement metrics are 1 when nothing moved, divergences 0: one chart each, so no scale hides the other
+        "vs previous epoch: agreement (1 = same)": [r"xai/drift/.*/(spearman|kendall|topk_overlap|ndcg|map_spearman|map_ssim)/prev$"],
+        "vs previous epoch: divergence (0 = same)": [r"xai/drift/.*/js_divergence/prev$"],
+        "vs reference: agreement (1 = same)": [r"xai/drift/.*/(spearman|kendall|topk_overlap|ndcg|map_spearman|map_ssim)/ref$"],
+        "vs reference: divergence (0 = same)": [r"xai/drift/.*/js_divergence/ref$"],
         "global importance": [r"xai/importance/.*"],
     },
     "Dead ReLU": {
@@ -182,6 +186,47 @@ def layout_categories(callbacks: Iterable[Any]) -> Optional[List[str]]:
     return wanted
 
 
+def layout_charts(callbacks: Iterable[Any]) -> Dict[str, Dict[str, List[str]]]:
+    """``{category: {chart: [tag regex, ...]}}`` for what the attached callbacks log, in category order.
+
+    A callback with a ``dashboard_charts()`` method (every lightning_xai callback) contributes exactly
+    the charts it returns, derived from its configuration (methods, metrics, checks, probe), so no
+    chart is laid out for tags that will never come. The charts of several callbacks merge: the same
+    chart title in the same category shows every callback's tags. A callback whose method returns
+    None, or that only has ``dashboard_categories``, gets those categories of :data:`DEFAULT_LAYOUT`
+    (all of them when it names none); callbacks with neither are passed over.
+
+    Example:
+        >>> class Mine:
+        ...     def dashboard_charts(self):
+        ...         return {"Sanity checks": {"my check": [r"xai/check/mine(/bound)?$"]}}
+        >>> layout_charts([Mine()])
+        {'Sanity checks': {'my check': ['xai/check/mine(/bound)?$']}}
+    """
+    merged: Dict[str, Dict[str, List[str]]] = {}
+
+    def add(charts: Mapping[str, Mapping[str, Sequence[str]]]) -> None:
+        for category, cs in charts.items():
+            for title, tags in cs.items():
+                into = merged.setdefault(category, {}).setdefault(title, [])
+                into.extend(t for t in ([tags] if isinstance(tags, str) else tags) if t not in into)
+
+    undeclared = []
+    for cb in callbacks:
+        method = getattr(cb, "dashboard_charts", None)
+        charts = method() if callable(method) else None
+        if charts is not None:
+            add(charts)
+        elif hasattr(cb, "dashboard_categories"):
+            undeclared.append(cb)
+    if undeclared:
+        categories = layout_categories(undeclared)
+        for name in CATEGORIES if categories is None else categories:
+            add({name: DEFAULT_LAYOUT.get(name, {})})
+    order = {c: i for i, c in enumerate(CATEGORIES)}
+    return {c: merged[c] for c in sorted(merged, key=lambda c: order.get(c, len(order)))}
+
+
 def ensure_layout(trainer: Any) -> bool:
     """Write the layout once per log directory, on rank 0, to each TensorBoard logger of ``trainer``.
 
@@ -193,14 +238,14 @@ def ensure_layout(trainer: Any) -> bool:
     loggers = [lg for lg in getattr(trainer, "loggers", []) if isinstance(lg, TensorBoardLoggers)]
     if not loggers:
         return False
-    categories = layout_categories(getattr(trainer, "callbacks", []))
+    charts = layout_charts(getattr(trainer, "callbacks", []))
     wrote = False
     for lg in loggers:
         writer = lg.experiment
         key = _logdir(writer)
         if key is None or _already_written(key):
             continue
-        write_layout(writer, categories)
+        write_layout(writer, ["Loss"], extra=charts)
         _WRITTEN[key] = _event_files(key)
         wrote = True
     return wrote

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -119,6 +119,13 @@ class XAICallback(Callback):
         """The scalar tags this callback logs, as regular expressions matched whole (checks that read a
         logged value find the callback that provides it by these)."""
         return ()
+
+    def dashboard_charts(self) -> Optional[Dict[str, Dict[str, List[str]]]]:
+        """``{category: {chart title: [tag regex, ...]}}``: the custom-scalars charts for what this
+        callback logs, as configured (merged with the other callbacks' by
+        :func:`lightning_xai.sink.layout_charts`). None: the :data:`~lightning_xai.sink.DEFAULT_LAYOUT`
+        categories named in ``dashboard_categories``."""
+        return None
 
     @property
     def probe_ready(self) -> bool:

@@ -66,6 +66,9 @@ class FeatureVisualizationMonitor(XAICallback):
     #: ("Loss" is in every layout, so declaring it adds nothing)
     dashboard_categories = ("Loss",)
 
+    def dashboard_charts(self) -> Dict[str, Dict[str, List[str]]]:
+        return {}  # images only: no scalar chart
+
     GRID_COLUMNS = 10
 
     def __init__(

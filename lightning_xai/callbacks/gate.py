@@ -178,6 +178,14 @@ class SanityGate(XAICallback):
         guard = () if self.guard_metric is None else (re.escape(f"xai/gate/{self.guard_metric}"),)
         return (r"xai/check/.+", r"xai/gate/passed") + guard
 
+    def dashboard_charts(self) -> Dict[str, Dict[str, List[str]]]:
+        """One chart per check: its value and its bound (``xai/check/<name>/bound``); the verdict; the guard."""
+        charts = {f"{c.name}: value and bound": [rf"xai/check/{re.escape(c.name)}(/bound)?$"] for c in self.checks}
+        charts["gate passed (1) / failed (0)"] = [r"xai/gate/passed"]
+        if self.guard_metric is not None:
+            charts[f"{self.guard_metric}, inf when the gate failed"] = [re.escape(f"xai/gate/{self.guard_metric}") + "$"]
+        return {"Sanity checks": charts}
+
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage == "fit":
