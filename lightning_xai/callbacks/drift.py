@@ -399,7 +399,7 @@ class FeatureDriftMonitor(XAICallback):
                 labels.append(f"{e}.{seen[e]}")
         return F.heatmap_chart(
             shares, names, labels,
-            title=f"share of mean |{self.method}| per feature, by epoch",
+            title=f"{self.method}: each feature's share of the importance", col_title="epoch",
         )
 
     def save_reference(self, path: PathLike, which: str = "latest") -> None:
