@@ -115,7 +115,8 @@ def test_validate_test_and_predict_after_fit_leave_the_state_as_fit_left_it(tmp_
     after = ([h["epoch"] for h in drift.history], len(gate.report), monitor.state_dict(), drift.validation_runs)
     assert after == before
     # the stage's own tags: fit's PNG-less CSV rows are not overwritten, validate's and test's are their own
-    metrics = open(os.path.join(csv.log_dir, "metrics.csv")).readline()
+    with open(os.path.join(csv.log_dir, "metrics.csv")) as f:
+        metrics = f.readline()
     assert "validate/xai/drift/saliency/spearman/prev" in metrics and "test/xai/attr/saliency/gini" in metrics
 
 

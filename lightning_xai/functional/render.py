@@ -390,7 +390,7 @@ def bar_chart(
 
 
 #: the width the trajectory picture is made for: TensorBoard's image card shows about this much unscaled
-HEATMAP_WIDTH = 360
+HEATMAP_WIDTH = 330
 
 
 def heatmap_chart(
