@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
-import shutil
 import sys
 from typing import Tuple
 
@@ -38,34 +36,8 @@ from lightning_xai.callbacks import (  # noqa: E402
     FeatureDriftMonitor,
     FeatureVisualizationMonitor,
     SanityGate,
+    tensorboard_command,  # the example trainers print the command that opens their runs
 )
-
-
-def tensorboard_command(logdir: str) -> str:
-    """The command that shows ``logdir`` in TensorBoard, runnable as printed from the current directory.
-
-    TensorBoard is the one installed next to this Python (in ``.venv/bin`` for the demo): plain
-    ``tensorboard`` when that is the one on ``PATH`` (an activated environment), else its path,
-    relative when it lies under the current directory; ``python -m tensorboard.main`` if it has no
-    script there.
-    """
-    bindir = os.path.dirname(sys.executable)  # not resolved: a venv's python is a link to the base one
-    for name in ("tensorboard", "tensorboard.exe"):
-        exe = os.path.join(bindir, name)
-        if os.path.isfile(exe):
-            break
-    else:
-        return f"{shlex.quote(sys.executable)} -m tensorboard.main --logdir {shlex.quote(logdir)}"
-    on_path = shutil.which("tensorboard")
-    if on_path and os.path.exists(on_path) and os.path.samefile(on_path, exe):
-        shown = "tensorboard"
-    else:
-        exe = os.path.abspath(exe)
-        rel = os.path.relpath(exe)
-        shown = rel if not rel.startswith(os.pardir) else exe
-        if os.sep not in shown:
-            shown = os.path.join(os.curdir, shown)
-    return f"{shlex.quote(shown)} --logdir {shlex.quote(logdir)}"
 
 
 def digits_datasets(seed: int = 0, val_fraction: float = 0.2) -> Tuple[TensorDataset, TensorDataset]:

@@ -52,7 +52,7 @@ else:
     Callback = type("Callback", tuple(p.Callback for p in _packages), {"__module__": __name__})
 
 #: TensorBoard logger classes of every installed package (for isinstance checks)
-TensorBoardLoggers: Tuple[type, ...] = tuple(p.loggers.TensorBoardLogger for p in _packages)
+TensorBoardLoggers: Tuple[Any, ...] = tuple(p.loggers.TensorBoardLogger for p in _packages)
 TensorBoardLogger = TensorBoardLoggers[0]
 Trainer = pl.Trainer
 LightningModule = pl.LightningModule

@@ -100,6 +100,10 @@ class CheckResult:
         reason: one line saying why.
         skipped: True when the check had nothing to evaluate and was told to skip (``missing="skip"``).
         details: extra numbers (per randomisation step, per sample ...), JSON-friendly.
+        bound: the limit the value was held to (``Check._at_most``/``_at_least`` set it), or None for a
+            check without one (``Finite``, a boolean ``Custom``); logged as ``xai/check/<name>/bound``.
+        direction: ``"max"`` (the value must stay at or below ``bound``), ``"min"`` (at or above), or
+            None without a bound.
     """
 
     name: str
@@ -108,6 +112,8 @@ class CheckResult:
     reason: str
     skipped: bool = False
     details: Dict[str, Any] = field(default_factory=dict)
+    bound: Optional[float] = None
+    direction: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         """A JSON-friendly dict (NaN and infinities as strings, as JSON has no literal for them)."""
@@ -117,6 +123,8 @@ class CheckResult:
             "passed": bool(self.passed),
             "skipped": bool(self.skipped),
             "reason": self.reason,
+            "bound": None if self.bound is None else json_number(self.bound),
+            "direction": self.direction,
             "details": {k: json_number(v) if isinstance(v, float) else v for k, v in self.details.items()},
         }
 
@@ -315,18 +323,20 @@ class Check:
 
     # threshold helpers --------------------------------------------------------------------------
     def _at_most(self, value: float, limit: float, what: str, **details: Any) -> CheckResult:
-        if math.isnan(value):
-            return CheckResult(self.name, value, False, f"{self.name} is NaN: {what} could not be computed", details=details)
-        ok = value <= limit
-        op = "<=" if ok else ">"
-        return CheckResult(self.name, value, ok, f"{self.name} = {_fmt(value)} {op} max {_fmt(limit)} ({what})", details=details)
+        return self._bounded(value, limit, "max", what, details)
 
     def _at_least(self, value: float, limit: float, what: str, **details: Any) -> CheckResult:
+        return self._bounded(value, limit, "min", what, details)
+
+    def _bounded(self, value: float, limit: float, direction: str, what: str, details: Dict[str, Any]) -> CheckResult:
+        limit = float(limit)
         if math.isnan(value):
-            return CheckResult(self.name, value, False, f"{self.name} is NaN: {what} could not be computed", details=details)
-        ok = value >= limit
-        op = ">=" if ok else "<"
-        return CheckResult(self.name, value, ok, f"{self.name} = {_fmt(value)} {op} min {_fmt(limit)} ({what})", details=details)
+            reason = f"{self.name} is NaN: {what} could not be computed"
+            return CheckResult(self.name, value, False, reason, details=details, bound=limit, direction=direction)
+        ok = value <= limit if direction == "max" else value >= limit
+        op = ("<=" if ok else ">") if direction == "max" else (">=" if ok else "<")
+        reason = f"{self.name} = {_fmt(value)} {op} {direction} {_fmt(limit)} ({what})"
+        return CheckResult(self.name, value, ok, reason, details=details, bound=limit, direction=direction)
 
 
 def _mean(t: Tensor) -> float:

@@ -255,8 +255,10 @@ class ProbeSet:
         if len(shapes) != 1:
             raise ValueError(f"the selected items have inputs of different shapes {sorted(shapes)}; a probe needs one shape")
         inputs = torch.stack([x for x, _, _ in items])
-        targets = torch.stack([y.reshape(()) for _, y, _ in items]) if all(y is not None for _, y, _ in items) else None
-        masks = torch.stack([m for _, _, m in items]) if all(m is not None for _, _, m in items) else None
+        ys = [y for _, y, _ in items if y is not None]
+        ms = [m for _, _, m in items if m is not None]
+        targets = torch.stack([y.reshape(()) for y in ys]) if len(ys) == len(items) else None
+        masks = torch.stack(ms) if len(ms) == len(items) else None
         return cls(inputs, targets, masks, feature_names, indices=indices)
 
     # ---------------------------------------------------------------------------------- use

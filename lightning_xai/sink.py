@@ -37,7 +37,7 @@ import glob
 import math
 import os
 import re
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Type
 
 import numpy as np
 
@@ -51,6 +51,7 @@ __all__ = [
     "write_layout",
     "ensure_layout",
     "layout_categories",
+    "layout_charts",
     "log_text",
     "markdown_table",
     "tensorboard_writers",
@@ -73,8 +74,11 @@ DEFAULT_LAYOUT: Dict[str, Dict[str, List[str]]] = {
         "top-10% mass": [r"xai/attr/.*/top10_mass$"],
     },
     "Drift": {
-        "drift vs previous epoch": [r"xai/drift/.*/prev$"],
-        "drift vs reference": [r"xai/drift/.*/ref$"],
+        # agreement metrics are 1 when nothing moved, divergences 0: one chart each, so no scale hides the other
+        "vs previous epoch: agreement (1 = same)": [r"xai/drift/.*/(spearman|kendall|topk_overlap|ndcg|map_spearman|map_ssim)/prev$"],
+        "vs previous epoch: divergence (0 = same)": [r"xai/drift/.*/js_divergence/prev$"],
+        "vs reference: agreement (1 = same)": [r"xai/drift/.*/(spearman|kendall|topk_overlap|ndcg|map_spearman|map_ssim)/ref$"],
+        "vs reference: divergence (0 = same)": [r"xai/drift/.*/js_divergence/ref$"],
         "global importance": [r"xai/importance/.*"],
     },
     "Dead ReLU": {
@@ -101,7 +105,7 @@ def _event_files(log_dir: str) -> Set[str]:
 
 def _already_written(log_dir: str) -> bool:
     files = _WRITTEN.get(log_dir)
-    return bool(files) and any(os.path.exists(f) for f in files)  # type: ignore[union-attr]
+    return files is not None and any(os.path.exists(f) for f in files)
 
 
 def _logdir(writer: Any) -> Optional[str]:
@@ -142,8 +146,8 @@ def write_layout(
     for name, charts in DEFAULT_LAYOUT.items():
         if name in wanted:
             layout[name] = {title: ["Multiline", list(tags)] for title, tags in charts.items()}
-    for name, charts in (extra or {}).items():
-        for title, tags in charts.items():
+    for name, more in (extra or {}).items():
+        for title, tags in more.items():
             if isinstance(tags, str):
                 tags = [tags]
             for tag in tags:
@@ -189,6 +193,47 @@ def layout_categories(callbacks: Iterable[Any]) -> Optional[List[str]]:
     return wanted
 
 
+def layout_charts(callbacks: Iterable[Any]) -> Dict[str, Dict[str, List[str]]]:
+    """``{category: {chart: [tag regex, ...]}}`` for what the attached callbacks log, in category order.
+
+    A callback with a ``dashboard_charts()`` method (every lightning_xai callback) contributes exactly
+    the charts it returns, derived from its configuration (methods, metrics, checks, probe), so no
+    chart is laid out for tags that will never come. The charts of several callbacks merge: the same
+    chart title in the same category shows every callback's tags. A callback whose method returns
+    None, or that only has ``dashboard_categories``, gets those categories of :data:`DEFAULT_LAYOUT`
+    (all of them when it names none); callbacks with neither are passed over.
+
+    Example:
+        >>> class Mine:
+        ...     def dashboard_charts(self):
+        ...         return {"Sanity checks": {"my check": [r"xai/check/mine(/bound)?$"]}}
+        >>> layout_charts([Mine()])
+        {'Sanity checks': {'my check': ['xai/check/mine(/bound)?$']}}
+    """
+    merged: Dict[str, Dict[str, List[str]]] = {}
+
+    def add(charts: Mapping[str, Mapping[str, Sequence[str]]]) -> None:
+        for category, cs in charts.items():
+            for title, tags in cs.items():
+                into = merged.setdefault(category, {}).setdefault(title, [])
+                into.extend(t for t in ([tags] if isinstance(tags, str) else tags) if t not in into)
+
+    undeclared = []
+    for cb in callbacks:
+        method = getattr(cb, "dashboard_charts", None)
+        charts = method() if callable(method) else None
+        if charts is not None:
+            add(charts)
+        elif hasattr(cb, "dashboard_categories"):
+            undeclared.append(cb)
+    if undeclared:
+        categories = layout_categories(undeclared)
+        for name in CATEGORIES if categories is None else categories:
+            add({name: DEFAULT_LAYOUT.get(name, {})})
+    order = {c: i for i, c in enumerate(CATEGORIES)}
+    return {c: merged[c] for c in sorted(merged, key=lambda c: order.get(c, len(order)))}
+
+
 def ensure_layout(trainer: Any) -> bool:
     """Write the layout once per log directory, on rank 0, to each TensorBoard logger of ``trainer``.
 
@@ -200,14 +245,14 @@ def ensure_layout(trainer: Any) -> bool:
     loggers = [lg for lg in getattr(trainer, "loggers", []) if isinstance(lg, TensorBoardLoggers)]
     if not loggers:
         return False
-    categories = layout_categories(getattr(trainer, "callbacks", []))
+    charts = layout_charts(getattr(trainer, "callbacks", []))
     wrote = False
     for lg in loggers:
         writer = lg.experiment
         key = _logdir(writer)
         if key is None or _already_written(key):
             continue
-        write_layout(writer, categories)
+        write_layout(writer, ["Loss"], extra=charts)
         _WRITTEN[key] = _event_files(key)
         wrote = True
     return wrote
@@ -340,7 +385,7 @@ class TensorBoardAdapter(LoggerAdapter):
         writer = self.logger.experiment
         get_writer = getattr(writer, "_get_file_writer", None)
         summary = _image_summary(tag, picture) if get_writer is not None else None
-        if summary is None:
+        if summary is None or get_writer is None:
             writer.add_image(tag, picture.array, global_step=step, dataformats="HWC")
         else:
             get_writer().add_summary(summary, step)
@@ -419,7 +464,7 @@ class WandbAdapter(LoggerAdapter):
     def histogram(self, tag: str, values: np.ndarray, step: int) -> bool:
         import wandb
 
-        self.logger.log_metrics({tag: wandb.Histogram(np.asarray(values, dtype=np.float64))}, step=step)
+        self.logger.log_metrics({tag: wandb.Histogram(np.asarray(values, dtype=np.float64).tolist())}, step=step)
         return True
 
     def file(self, name: str, path: Optional[str], data: Optional[bytes]) -> bool:
@@ -442,7 +487,7 @@ class WandbAdapter(LoggerAdapter):
 
 
 #: the adapters, tried in order; a logger none of them serves shows scalars only (pictures go to PNG files)
-LOGGER_ADAPTERS: List[type] = [TensorBoardAdapter, MLflowAdapter, WandbAdapter]
+LOGGER_ADAPTERS: List[Type[LoggerAdapter]] = [TensorBoardAdapter, MLflowAdapter, WandbAdapter]
 
 
 def adapter_for(logger: Any) -> Optional[LoggerAdapter]:

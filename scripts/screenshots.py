@@ -238,7 +238,7 @@ def take(tb: TensorBoardServer, log_dir: str, out_dir: str) -> List[str]:
     with tempfile.TemporaryDirectory() as tmp:
         # the whole dashboard in one tall window (three charts a row), then two pictures cut from it
         tall = screenshot(
-            f"{tb.url}/#custom_scalars", (1500, 2600), tmp, lambda png: dashboard_drawn(png, titles), "custom scalars"
+            f"{tb.url}/#custom_scalars", (1500, 3600), tmp, lambda png: dashboard_drawn(png, titles), "custom scalars"
         )
         panes = dashboard_panes(tall, titles)
         # the top of the page as a user first sees it: the loss, then the attribution summaries
@@ -248,6 +248,12 @@ def take(tb: TensorBoardServer, log_dir: str, out_dir: str) -> List[str]:
         # the images tab: one grid per method
         images = screenshot(f"{tb.url}/#images", (1400, 1000), tmp, lambda png: has_content(png, 0.05), "images")
         save("tensorboard_images.png", images)
+        # the drift trajectory (each feature's share of the importance by epoch) in its card, as shown
+        trajectory = screenshot(
+            f"{tb.url}/#images&tagFilter=xai%2Fdrift%2F.*%2Ftrajectory", (1100, 760), tmp,
+            lambda png: has_content(png, 0.05), "drift trajectory",
+        )
+        save("tensorboard_trajectory.png", trajectory)
         # the text tab filtered to the gate's report (latest epoch first)
         report = screenshot(
             f"{tb.url}/#text&tagFilter=xai%2Fgate%2Freport", (1700, 690), tmp, lambda png: has_content(png, 0.01),

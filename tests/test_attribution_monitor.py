@@ -81,7 +81,8 @@ def test_scalars_reach_a_csv_logger_and_images_become_png_files(tmp_path):
         warnings.simplefilter("always")
         tr.fit(LitClassifier(SmallCNN()), *[DataLoader(ds, batch_size=32)] * 2)
     assert sum("written as PNG files" in str(w.message) for w in caught) == 1
-    text = open(f"{tr.logger.log_dir}/metrics.csv").read()
+    with open(f"{tr.logger.log_dir}/metrics.csv") as f:
+        text = f.read()
     assert "xai/attr/saliency/gini" in text
     pngs = sorted(p.name for p in (tmp_path / "lightning_logs" / "version_0" / "xai_images" / "xai" / "attr").iterdir())
     assert pngs == ["saliency_step000001.png", "saliency_step000002.png"]  # one step per epoch
@@ -96,7 +97,8 @@ def test_tensorboard_and_csv_together_each_get_what_they_take(tmp_path):
     tr = trainer(tmp_path, [AttributionMonitor(ProbeSet.from_dataset(ds, n=4), methods=["saliency"])], logger=loggers, max_epochs=1)
     tr.fit(LitClassifier(SmallCNN()), *[DataLoader(ds, batch_size=32)] * 2)
     assert len(read_events(loggers[0].log_dir).Images("xai/attr/saliency")) == 1
-    assert "xai/attr/saliency/gini" in open(f"{loggers[1].log_dir}/metrics.csv").read()
+    with open(f"{loggers[1].log_dir}/metrics.csv") as f:
+        assert "xai/attr/saliency/gini" in f.read()
     assert (tmp_path / "csv" / "version_0" / "xai_images" / "xai" / "attr" / "saliency_step000001.png").exists()
 
 

@@ -381,7 +381,8 @@ def test_check_result_to_dict_is_json_friendly() -> None:
 
     r = checks.CheckResult("a", float("nan"), False, "why", details={"step/1": float("inf")})
     d = json.loads(json.dumps(r.to_dict(), allow_nan=False))
-    assert d == {"name": "a", "value": "nan", "passed": False, "skipped": False, "reason": "why", "details": {"step/1": "inf"}}
+    assert d == {"name": "a", "value": "nan", "passed": False, "skipped": False, "reason": "why", "bound": None,
+                 "direction": None, "details": {"step/1": "inf"}}
 
 
 def test_checks_and_functional_import_without_lightning() -> None:

@@ -211,7 +211,8 @@ def test_both_packages_cli_build_every_callback_from_yaml(tmp_path, monkeypatch,
     cli_module = importlib.import_module(f"{package}.cli")
     import yaml
 
-    config = yaml.safe_load(open(CONFIG))
+    with open(CONFIG) as f:
+        config = yaml.safe_load(f)
     small = {"trainer": {"callbacks": config["trainer"]["callbacks"], "logger": False, "default_root_dir": str(tmp_path)}}
     path = tmp_path / "callbacks.yaml"
     path.write_text(yaml.safe_dump(small))

@@ -72,19 +72,26 @@ def test_several_callbacks_write_one_layout_and_undeclared_gets_all(tmp_path):
     assert len(layouts) == 1
     assert [c.title for c in layouts[0].category] == list(dash.CATEGORIES)
     charts = _charts(layouts[0])
-    assert charts["Drift"]["drift vs previous epoch"] == [r"xai/drift/.*/prev$"]
+    assert list(charts["Drift"]) == [
+        "vs previous epoch: agreement (1 = same)", "vs previous epoch: divergence (0 = same)",
+        "vs reference: agreement (1 = same)", "vs reference: divergence (0 = same)", "global importance",
+    ]
     assert charts["Dead ReLU"]["dead units (fraction)"] == [r"xai/dead_relu/.*"]
     assert charts["Sanity checks"] == {"checks": [r"xai/check/.*"], "gate passed (1) / failed (0)": [r"xai/gate/passed"]}
     # the regexes pick the tags the other callbacks log (DESIGN.md), and not each other's
-    tags = ["xai/drift/saliency/spearman/prev", "xai/drift/saliency/spearman/ref", "xai/dead_relu/conv1",
+    tags = ["xai/drift/saliency/spearman/prev", "xai/drift/saliency/spearman/ref", "xai/drift/saliency/js_divergence/ref",
+            "xai/drift/saliency/map_ssim/prev", "xai/dead_relu/conv1",
             "xai/dead_relu/all", "xai/dead_relu_dormant/conv1", "xai/check/randomization", "xai/gate/passed",
             "xai/importance/saliency/age", "val/loss"]
     picked = {
         (cat, chart): [t for t in tags if any(re.match(r, t) for r in regexes)]
         for cat, cs in charts.items() if cat != "Loss" for chart, regexes in cs.items()
     }
-    assert picked[("Drift", "drift vs previous epoch")] == ["xai/drift/saliency/spearman/prev"]
-    assert picked[("Drift", "drift vs reference")] == ["xai/drift/saliency/spearman/ref"]
+    assert picked[("Drift", "vs previous epoch: agreement (1 = same)")] == [
+        "xai/drift/saliency/spearman/prev", "xai/drift/saliency/map_ssim/prev"]
+    assert picked[("Drift", "vs previous epoch: divergence (0 = same)")] == []
+    assert picked[("Drift", "vs reference: agreement (1 = same)")] == ["xai/drift/saliency/spearman/ref"]
+    assert picked[("Drift", "vs reference: divergence (0 = same)")] == ["xai/drift/saliency/js_divergence/ref"]
     assert picked[("Dead ReLU", "dead units (fraction)")] == ["xai/dead_relu/conv1", "xai/dead_relu/all"]
     assert picked[("Dead ReLU", "dormant units (fraction)")] == ["xai/dead_relu_dormant/conv1"]
     assert picked[("Sanity checks", "checks")] == ["xai/check/randomization"]
@@ -384,3 +391,61 @@ def test_png_bytes_decode_to_the_same_pixels(shape):
     assert decoded.dtype == np.uint8 and np.array_equal(decoded, img)
     with pytest.raises(ValueError, match="png_bytes takes an HxW, HxWx3 or HxWx4 uint8 image"):
         F.png_bytes(np.zeros((4, 4, 2), dtype=np.uint8))
+
+
+def _scripted_half(ctx):  # type: ignore[no-untyped-def]
+    return 0.25
+
+
+def test_layout_has_a_chart_for_each_declared_thing_and_no_empty_chart(tmp_path):
+    from lightning_xai import checks
+    from lightning_xai.callbacks import FeatureDriftMonitor, SanityGate
+
+    run = tiny_run(
+        str(tmp_path),
+        epochs=2,
+        callbacks_factory=lambda probe: [
+            FeatureDriftMonitor(probe, method="saliency", metrics=["spearman", "ndcg", "js_divergence"]),
+            SanityGate(probe, [checks.Custom(_scripted_half, name="half", max_value=0.5), checks.Finite()]),
+        ],
+    )
+    (layout,) = layouts_in(run["log_dir"])
+    charts = _charts(layout)
+    assert list(charts) == ["Loss", "Attribution summaries", "Drift", "Sanity checks"]
+    # image probe: no per-feature importance; agreement and divergence apart
+    assert charts["Drift"] == {
+        "vs previous epoch: agreement (1 = same)": [r"xai/drift/saliency/(spearman|ndcg)/prev$"],
+        "vs previous epoch: divergence (0 = same)": [r"xai/drift/saliency/(js_divergence)/prev$"],
+        "vs reference: agreement (1 = same)": [r"xai/drift/saliency/(spearman|ndcg)/ref$"],
+        "vs reference: divergence (0 = same)": [r"xai/drift/saliency/(js_divergence)/ref$"],
+    }
+    assert charts["Sanity checks"] == {
+        "half: value and bound": [r"xai/check/half(/bound)?$"],
+        "finite: value and bound": [r"xai/check/finite(/bound)?$"],
+        "gate passed (1) / failed (0)": [r"xai/gate/passed"],
+    }
+    # every xai chart draws something this run logged; a check's chart draws its value and its bound
+    tags = read_events(run["log_dir"]).Tags()["scalars"]
+    for category, cs in charts.items():
+        for title, regexes in cs.items():
+            if category != "Loss":
+                assert any(re.match(r, t) for r in regexes for t in tags), (category, title)
+    assert sorted(t for t in tags if re.match(r"xai/check/half(/bound)?$", t)) == ["xai/check/half", "xai/check/half/bound"]
+    ea = read_events(run["log_dir"])
+    assert [e.value for e in ea.Scalars("xai/check/half/bound")] == [0.5, 0.5]
+    assert "xai/check/finite/bound" not in tags  # Finite has no bound
+
+
+def test_global_importance_chart_only_for_tabular_probes():
+    import torch
+
+    from lightning_xai.callbacks import FeatureDriftMonitor
+
+    tabular = ProbeSet(torch.randn(8, 3), targets=torch.arange(8) % 2, feature_names=["a", "b", "c"])
+    images = ProbeSet(torch.randn(8, 1, 8, 8), targets=torch.arange(8) % 2)
+    assert "global importance" in FeatureDriftMonitor(tabular, method="saliency").dashboard_charts()["Drift"]
+    assert "global importance" not in FeatureDriftMonitor(images, method="saliency").dashboard_charts()["Drift"]
+    no_curves = FeatureDriftMonitor(tabular, method="saliency", log_importance=False)
+    assert "global importance" not in no_curves.dashboard_charts()["Drift"]
+    merged = dash.layout_charts([FeatureDriftMonitor(tabular, method="saliency"), FeatureDriftMonitor(tabular)])
+    assert merged["Drift"]["global importance"] == [r"xai/importance/saliency/.*", r"xai/importance/integrated_gradients/.*"]

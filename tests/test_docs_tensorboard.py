@@ -25,7 +25,8 @@ def test_markdown_examples_run(name):
 def test_markdown_images_exist_and_are_small(name):
     import re
 
-    text = open(os.path.join(DOCS, name)).read()
+    with open(os.path.join(DOCS, name)) as f:
+        text = f.read()
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert images, f"{name} shows no screenshots"
     for rel in images:

@@ -341,9 +341,16 @@ def test_heatmap_chart_layout_nan_and_row_cap():
     m[2, 0] = float("nan")
     img = F.heatmap_chart(m, ["a", "b", "c"], ["0", "1", "2", "3"])
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
-    # cells: label column 150 + pad 6, cell width 28 (480 // 4 capped), rows 13 px from y = 6
+    # the grid, found by its first row (all zero: the colormap's dark end) and first column (two zeros, NaN)
+    dark = (F.colormap(np.array(0.0), False) * 255).astype(np.uint8)
+    ys, xs = np.nonzero((img[:-28] == dark).all(axis=2))  # above the colour bar (28 px), which starts dark too
+    x0, y0 = xs.min(), ys.min()
+    cell_w = int(((img[y0] == dark).all(axis=1)).sum()) // 4
+    cell_h = int(((img[:-28, x0] == dark).all(axis=1)).sum()) // 2
+    assert cell_h == 18 and 28 <= cell_w <= 40 and img.shape[1] <= F.render.HEATMAP_WIDTH + 6
+
     def cell(r, c):  # noqa: ANN001, ANN202
-        return img[6 + 13 * r + 6, 156 + 28 * c + 14]
+        return img[y0 + cell_h * r + cell_h // 2, x0 + cell_w * c + cell_w // 2]
     assert tuple(cell(2, 0)) == (200, 200, 200)  # NaN: grey
     assert tuple(cell(1, 2)) == tuple((F.colormap(np.array(1.0), False) * 255).astype(np.uint8))  # the max: yellow
     assert tuple(cell(0, 0)) == tuple((F.colormap(np.array(0.0), False) * 255).astype(np.uint8))  # zero: dark

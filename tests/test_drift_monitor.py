@@ -35,6 +35,10 @@ from lightning_xai.functional import DegenerateInputWarning
 
 TAG_NAMES = ["age", "dose_mg", "weight_kg", "noise_a", "noise_b", "noise_c"]
 
+# the runs here log to a RecordingLogger (to read the scalars back), which shows no pictures: the
+# trajectory's "no TensorBoardLogger attached" notice is expected (tests/test_dashboard.py checks it is given)
+pytestmark = pytest.mark.filterwarnings("ignore:FeatureDriftMonitor. no TensorBoardLogger attached:UserWarning")
+
 
 def _fit(callbacks, max_epochs=3, logger=None, model=None, seed=0, ckpt_path=None, **kwargs):  # noqa: ANN001
     torch.manual_seed(seed)

@@ -63,7 +63,8 @@ def test_whole_suite_in_one_trainer(tmp_path):
     assert titles[0] == "Loss"
     assert {"Attribution summaries", "Drift", "Dead ReLU", "Sanity checks"} <= set(titles)
     # the gate read the monitors' real values (not "missing"), every epoch
-    report = json.load(open(os.path.join(tr.logger.log_dir, "xai_gate_report.json")))
+    with open(os.path.join(tr.logger.log_dir, "xai_gate_report.json")) as f:
+        report = json.load(f)
     assert [e["passed"] for e in report] == [True, True, True]
     dead = [c for e in report for c in e["checks"] if c["name"] == "dead_units"]
     assert all(not c["skipped"] and 0.0 <= c["value"] <= 1.0 for c in dead)

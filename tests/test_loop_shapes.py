@@ -101,6 +101,7 @@ def test_loop_shape_runs_on_schedule_and_never_perturbs(tmp_path, shape) -> None
     assert all(e["passed"] for e in gate.report)
 
 
+@pytest.mark.filterwarnings("ignore:.*no TensorBoardLogger attached:UserWarning")  # a CSV logger, on purpose
 def test_validate_test_and_predict_after_fit_leave_the_state_as_fit_left_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
     suite = _suite()
     csv = CSVLogger(str(tmp_path), name="csv")
@@ -114,7 +115,8 @@ def test_validate_test_and_predict_after_fit_leave_the_state_as_fit_left_it(tmp_
     after = ([h["epoch"] for h in drift.history], len(gate.report), monitor.state_dict(), drift.validation_runs)
     assert after == before
     # the stage's own tags: fit's PNG-less CSV rows are not overwritten, validate's and test's are their own
-    metrics = open(os.path.join(csv.log_dir, "metrics.csv")).readline()
+    with open(os.path.join(csv.log_dir, "metrics.csv")) as f:
+        metrics = f.readline()
     assert "validate/xai/drift/saliency/spearman/prev" in metrics and "test/xai/attr/saliency/gini" in metrics
 
 
@@ -327,6 +329,7 @@ def test_resume_continues_the_validation_count(tmp_path) -> None:  # type: ignor
     assert [h["epoch"] for h in resumed.history] == [h["epoch"] for h in whole.history] == [1, 3]
 
 
+@pytest.mark.filterwarnings("ignore:.*no TensorBoardLogger attached:UserWarning")  # a CSV logger, on purpose
 def test_a_logger_records_the_stage_tags_apart(tmp_path) -> None:  # type: ignore[no-untyped-def]
     log = RecordingLogger()
     run = _run(tmp_path, [AttributionMonitor(_probe(), methods=["saliency"], log_images=False)], max_epochs=1, logger=log)

@@ -6,8 +6,9 @@ from .dead_relu import DeadReLUMonitor
 from .drift import FeatureDriftMonitor
 from .featvis import FeatureVisualizationMonitor
 from .gate import GateReason, SanityGate
+from ._terminal import tensorboard_command
 
 __all__ = [
     "AttributionMonitor", "DeadReLUMonitor", "FeatureDriftMonitor", "FeatureVisualizationMonitor", "SanityGate", "GateReason",
-    "log_text", "write_layout",
+    "log_text", "write_layout", "tensorboard_command",
 ]

@@ -8,20 +8,22 @@ The work itself is elsewhere: attributions come from the per-trainer
 from __future__ import annotations
 
 import json
+import os
 import warnings
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from .. import functional as F
-from .._lightning import Callback, rank_zero_warn
+from .._lightning import Callback, TensorBoardLoggers, rank_zero_warn
 from ..engine import AttributionEngine, Chunking, Shard, check_target_rule, first_output, resolve_target, target_key
 from ..errors import SanityCheckError
 from ..functional.methods import MethodCall
 from ..probe import ProbeSet, ProbeSpec, split_item
 from ..sink import LogSink
 from ._cache import engine_for
+from ._terminal import fit_end_line, shows_progress
 
 __all__ = ["XAICallback", "TargetSpec"]
 
@@ -117,6 +119,13 @@ class XAICallback(Callback):
         """The scalar tags this callback logs, as regular expressions matched whole (checks that read a
         logged value find the callback that provides it by these)."""
         return ()
+
+    def dashboard_charts(self) -> Optional[Dict[str, Dict[str, List[str]]]]:
+        """``{category: {chart title: [tag regex, ...]}}``: the custom-scalars charts for what this
+        callback logs, as configured (merged with the other callbacks' by
+        :func:`lightning_xai.sink.layout_charts`). None: the :data:`~lightning_xai.sink.DEFAULT_LAYOUT`
+        categories named in ``dashboard_categories``."""
+        return None
 
     @property
     def probe_ready(self) -> bool:
@@ -381,6 +390,19 @@ class XAICallback(Callback):
 
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
         self._sink(trainer).layout()
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        # one line for the whole suite, from the first lightning_xai callback: the gate's report (if
+        # written) and the command that opens the run in TensorBoard; only where a progress bar shows
+        callbacks = list(getattr(trainer, "callbacks", []))
+        if next((cb for cb in callbacks if isinstance(cb, XAICallback)), None) is not self or not shows_progress(trainer):
+            return
+        reports = [p for cb in callbacks if isinstance(cb, XAICallback) for p in [getattr(cb, "report_path", None)]
+                   if isinstance(p, str) and os.path.exists(p)]
+        logdirs = [str(lg.log_dir) for lg in getattr(trainer, "loggers", []) if isinstance(lg, TensorBoardLoggers)]
+        line = fit_end_line(reports, logdirs)
+        if line is not None:
+            print(line, flush=True)  # the bars are closed by now (Lightning closes them when training ends)
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         if self.chunking.batch_rows is None:

@@ -150,6 +150,11 @@ class AttributionMonitor(XAICallback):
     def declared_metrics(self) -> Tuple[str, ...]:
         return tuple(rf"xai/attr/{re.escape(m)}/(gini|entropy|top10_mass)" for m in self.methods)
 
+    def dashboard_charts(self) -> Dict[str, Dict[str, List[str]]]:
+        methods = "|".join(re.escape(m) for m in self.methods)
+        titles = {"gini": "gini (concentration)", "entropy": "entropy", "top10_mass": "top-10% mass"}
+        return {"Attribution summaries": {title: [rf"xai/attr/({methods})/{stat}$"] for stat, title in titles.items()}}
+
     # ------------------------------------------------------------------ hooks
     def _setup_checks(self, trainer: Any, pl_module: Any) -> None:
         super()._setup_checks(trainer, pl_module)

@@ -112,6 +112,10 @@ class DeadReLUMonitor(XAICallback):
     def declared_metrics(self) -> Tuple[str, ...]:
         return (r"xai/dead_relu/.+", r"xai/dead_relu_dormant/.+", r"xai/dead_relu_onrate_mean/.+")
 
+    def dashboard_charts(self) -> Dict[str, Dict[str, List[str]]]:
+        return {"Dead ReLU": {"dead units (fraction)": [r"xai/dead_relu/.*"],
+                              "dormant units (fraction)": [r"xai/dead_relu_dormant/.*"]}}
+
     # ------------------------------------------------------------------ set-up
     def _setup_checks(self, trainer: Any, pl_module: Any) -> None:
         # the base's setup calls this once the probe is a ProbeSet (a ProbeSpec is drawn first)

@@ -23,6 +23,10 @@ __all__ = ["FeatureDriftMonitor", "load_reference", "REFERENCE_FORMAT"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+#: drift metrics that are 0 when nothing moved (the others are 1 then): charted apart
+_DIVERGENCES = ("js_divergence",)
+
+
 class FeatureDriftMonitor(XAICallback):
     """Track which input features the model relies on, and how much that changes, epoch after epoch.
 
@@ -277,6 +281,24 @@ class FeatureDriftMonitor(XAICallback):
         m = re.escape(self.method)
         return (rf"xai/drift/{m}/({'|'.join(self.metrics)})/(prev|ref)", rf"xai/importance/{m}/.+")
 
+    def dashboard_charts(self) -> Dict[str, Dict[str, List[str]]]:
+        """Agreement metrics (1 when nothing moved) apart from divergences (0 when nothing moved), against
+        the previous epoch and the reference; per-feature importance only for tabular probes (a probe
+        still to be drawn, a ``ProbeSpec``, may be tabular: the chart is laid out)."""
+        m = re.escape(self.method)
+        groups = {
+            "agreement (1 = same)": [x for x in self.metrics if x not in _DIVERGENCES],
+            "divergence (0 = same)": [x for x in self.metrics if x in _DIVERGENCES],
+        }
+        charts: Dict[str, List[str]] = {}
+        for against, suffix in (("vs previous epoch", "prev"), ("vs reference", "ref")):
+            for kind, names in groups.items():
+                if names:
+                    charts[f"{against}: {kind}"] = [rf"xai/drift/{m}/({'|'.join(names)})/{suffix}$"]
+        if self.log_importance and not (isinstance(self.probe, ProbeSet) and self.probe.kind != "tabular"):
+            charts["global importance"] = [rf"xai/importance/{m}/.*"]
+        return {"Drift": charts}
+
     def metric_status(self, key: str) -> Optional[str]:
         """Why ``key`` has no value yet (the gate's drift checks are then "not yet applicable"), or None."""
         if not key.startswith(f"xai/drift/{self.method}/"):
@@ -406,7 +428,7 @@ class FeatureDriftMonitor(XAICallback):
                 labels.append(f"{e}.{seen[e]}")
         return F.heatmap_chart(
             shares, names, labels,
-            title=f"share of mean |{self.method}| per feature, by epoch",
+            title=f"{self.method}: each feature's share of the importance", col_title="epoch",
         )
 
     def save_reference(self, path: PathLike, which: str = "latest") -> None:

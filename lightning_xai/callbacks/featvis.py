@@ -66,6 +66,9 @@ class FeatureVisualizationMonitor(XAICallback):
     #: ("Loss" is in every layout, so declaring it adds nothing)
     dashboard_categories = ("Loss",)
 
+    def dashboard_charts(self) -> Dict[str, Dict[str, List[str]]]:
+        return {}  # images only: no scalar chart
+
     GRID_COLUMNS = 10
 
     def __init__(
@@ -93,13 +96,13 @@ class FeatureVisualizationMonitor(XAICallback):
             resolved = F.resolve_featvis_targets([classes] if isinstance(classes, int) else list(classes))
             if any(isinstance(c, tuple) for c in resolved):
                 raise TypeError(f"classes takes class indices; put (layer, channel) pairs in units=, got {classes!r}")
-            self.classes = resolved  # type: ignore[assignment]
+            self.classes = [c for c in resolved if isinstance(c, int)]
         self.units: List[Tuple[str, int]] = []
         if units:
             resolved = F.resolve_featvis_targets(list(units))
             if not all(isinstance(u, tuple) for u in resolved):
                 raise TypeError(f"units takes (layer_name, channel) pairs; put class indices in classes=, got {units!r}")
-            self.units = resolved  # type: ignore[assignment]
+            self.units = [u for u in resolved if isinstance(u, tuple)]
         if not isinstance(filters, (bool, str)) or filters == "":
             raise TypeError(f"filters must be True, False or a layer name, got {filters!r}")
         self.filters = filters
@@ -177,7 +180,7 @@ class FeatureVisualizationMonitor(XAICallback):
         if self._num_classes is None:
             self._check_classes(self._class_count(pl_module, x), pl_module)
 
-    def _filter_layer(self, model: nn.Module) -> Optional[Tuple[str, nn.Module]]:
+    def _filter_layer(self, model: nn.Module) -> Optional[Tuple[str, nn.Conv2d]]:
         if self.filters is False:
             return None
         modules = dict(model.named_modules())

@@ -18,6 +18,7 @@ from ..errors import SanityCheckError
 from ..probe import ProbeSet, ProbeSpec
 from ..sink import LogSink, markdown_table
 from ._base import TargetSpec, XAICallback
+from ._terminal import progress_print, result_text
 
 __all__ = ["SanityGate", "GateReason", "gate_decision"]
 
@@ -177,6 +178,14 @@ class SanityGate(XAICallback):
         guard = () if self.guard_metric is None else (re.escape(f"xai/gate/{self.guard_metric}"),)
         return (r"xai/check/.+", r"xai/gate/passed") + guard
 
+    def dashboard_charts(self) -> Dict[str, Dict[str, List[str]]]:
+        """One chart per check: its value and its bound (``xai/check/<name>/bound``); the verdict; the guard."""
+        charts = {f"{c.name}: value and bound": [rf"xai/check/{re.escape(c.name)}(/bound)?$"] for c in self.checks}
+        charts["gate passed (1) / failed (0)"] = [r"xai/gate/passed"]
+        if self.guard_metric is not None:
+            charts[f"{self.guard_metric}, inf when the gate failed"] = [re.escape(f"xai/gate/{self.guard_metric}") + "$"]
+        return {"Sanity checks": charts}
+
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage == "fit":
@@ -214,6 +223,8 @@ class SanityGate(XAICallback):
         self.last_results = results
 
         scalars = {f"xai/check/{r.name}": r.value for r in results if not r.skipped}
+        # each bound next to its value (one chart per check draws both)
+        scalars.update({f"xai/check/{r.name}/bound": r.bound for r in results if not r.skipped and r.bound is not None})
         scalars["xai/gate/passed"] = 0.0 if failed else 1.0
         sink = self._sink(trainer)
         sink.scalars(scalars)
@@ -224,8 +235,11 @@ class SanityGate(XAICallback):
         self._append_report(trainer, epoch, failed, in_warmup, decision, results, per_rank)
         sink.text("xai/gate/report", self._markdown(self.report[-1], message))
         self._write_report(trainer, sink)  # last: a failure before it leaves the file as it was
-        if failed and self.verbose:
-            rank_zero_info(message)
+        if self.verbose:
+            # one line under the progress bar (rank 0, when it shows); without a bar, the full message is logged
+            shown = progress_print(trainer, self._line(rank, epoch, results, per_rank, decision))
+            if failed and not shown:
+                rank_zero_info(message)
         if not act:
             return
         assert message is not None
@@ -312,6 +326,31 @@ class SanityGate(XAICallback):
             f"SanityGate: epoch {epoch}: {len(names)} of {len(results)} explanation check(s) failed "
             f"({state}): " + "; ".join(failures)
         )
+
+    def _line(
+        self, rank: int, epoch: int, results: Sequence[C.CheckResult], per_rank: torch.Tensor, decision: str
+    ) -> str:
+        """The epoch in one line: ``xai epoch 3: gate FAILED: relevance_mass/saliency = 0.31 < min 0.5``."""
+        evaluated = sum(1 for r in results if not r.skipped)
+        skipped = len(results) - evaluated
+        counted = f"{evaluated} check{'s' if evaluated != 1 else ''}" + (f", {skipped} skipped" if skipped else "")
+        if decision == "pass":
+            return f"xai epoch {epoch}: gate passed ({counted})"
+        failures = [result_text(r.name, r.value, r.bound, r.direction, r.reason) for r in results if not r.passed]
+        for other in range(per_rank.shape[0]):
+            if other != rank:
+                failures += [
+                    f"{r.name} = {float(per_rank[other, i, 0]):.4g} on rank {other}"
+                    for i, r in enumerate(results) if not bool(per_rank[other, i, 1])
+                ]
+        state = {
+            "warmup": " (warm-up, not counted)",
+            "fail": f" ({self.wait_count} in a row, patience {self.patience})",
+            "stop": ", stopping training",
+            "raise": ", raising SanityCheckError",
+            "warn": " (action='warn': training goes on)",
+        }.get(decision, "")
+        return f"xai epoch {epoch}: gate FAILED{state}: " + "; ".join(failures)
 
     @staticmethod
     def _reason(results: Sequence[C.CheckResult], per_rank: torch.Tensor) -> GateReason:

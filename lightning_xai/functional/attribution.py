@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Literal, Optional, Sequence, Tuple, Union, overload
 
 import torch
 from torch import Tensor, nn
@@ -335,7 +335,7 @@ def _gradient_pass(
     # A copy is needed only for tensors made under inference mode, which cannot join autograd.
     x = _autograd_ready(inputs, copy).requires_grad_(True)
     capture = _Capture(clone=layer in _CLONE_LAYERS) if layer is not None else None
-    handle = layer.register_forward_hook(capture) if layer is not None else None
+    handle = layer.register_forward_hook(capture) if layer is not None and capture is not None else None
     cam: List[Tensor] = []
     gx: Optional[Tensor] = None
     try:
@@ -402,6 +402,48 @@ def _upsample(cam: Tensor, inputs: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------------------------
 # one-pass gradient methods
 # ----------------------------------------------------------------------------------------------
+@overload
+def attribute_many(
+    model: nn.Module,
+    inputs: Tensor,
+    target: TargetLike = ...,
+    methods: Sequence[str] = ...,
+    *,
+    layer: Union[None, str, nn.Module] = ...,
+    upsample: bool = ...,
+    chunk_size: Optional[int] = ...,
+    return_outputs: Literal[False] = ...,
+) -> Dict[str, Tensor]: ...
+
+
+@overload
+def attribute_many(
+    model: nn.Module,
+    inputs: Tensor,
+    target: TargetLike = ...,
+    methods: Sequence[str] = ...,
+    *,
+    layer: Union[None, str, nn.Module] = ...,
+    upsample: bool = ...,
+    chunk_size: Optional[int] = ...,
+    return_outputs: Literal[True],
+) -> Tuple[Dict[str, Tensor], Tensor]: ...
+
+
+@overload
+def attribute_many(
+    model: nn.Module,
+    inputs: Tensor,
+    target: TargetLike = ...,
+    methods: Sequence[str] = ...,
+    *,
+    layer: Union[None, str, nn.Module] = ...,
+    upsample: bool = ...,
+    chunk_size: Optional[int] = ...,
+    return_outputs: bool,
+) -> Union[Dict[str, Tensor], Tuple[Dict[str, Tensor], Tensor]]: ...
+
+
 def attribute_many(
     model: nn.Module,
     inputs: Tensor,
@@ -631,6 +673,48 @@ def _forward_selected(model: nn.Module, x: Tensor, target: Optional[Tensor], chu
             )
             _note("forward", e - s)
     return _cat(outs)
+
+
+@overload
+def integrated_gradients(
+    model: nn.Module,
+    inputs: Tensor,
+    target: TargetLike = ...,
+    *,
+    baseline: Union[None, float, Tensor] = ...,
+    n_steps: int = ...,
+    method: str = ...,
+    chunk_size: Optional[int] = ...,
+    return_convergence_delta: Literal[False] = ...,
+) -> Tensor: ...
+
+
+@overload
+def integrated_gradients(
+    model: nn.Module,
+    inputs: Tensor,
+    target: TargetLike = ...,
+    *,
+    baseline: Union[None, float, Tensor] = ...,
+    n_steps: int = ...,
+    method: str = ...,
+    chunk_size: Optional[int] = ...,
+    return_convergence_delta: Literal[True],
+) -> Tuple[Tensor, Tensor]: ...
+
+
+@overload
+def integrated_gradients(
+    model: nn.Module,
+    inputs: Tensor,
+    target: TargetLike = ...,
+    *,
+    baseline: Union[None, float, Tensor] = ...,
+    n_steps: int = ...,
+    method: str = ...,
+    chunk_size: Optional[int] = ...,
+    return_convergence_delta: bool,
+) -> Union[Tensor, Tuple[Tensor, Tensor]]: ...
 
 
 def integrated_gradients(
@@ -953,8 +1037,8 @@ def occlusion(
                 total[a:b] += (f0[a:b] - f).view(column) * m.to(x.dtype)
                 continue
             idx = torch.arange(s, e, device=x.device)
-            p, i = idx // n, idx % n
-            m = masks[p]
+            where, i = idx // n, idx % n
+            m = masks[where]
             occluded = torch.where(m, base[i], x[i])
             f = select_output(model(occluded), None if t is None else t[i], None)
             _note("forward", e - s)

@@ -106,7 +106,7 @@ def captum_spec(cls: type) -> Dict[str, Any]:
             f"{', '.join(needs)}. Use a method that can (for LimeBase: Lime, or lightning_xai's 'lime'), or "
             "wrap yours in a function fn(model, inputs, target) and register it (lightning_xai.register_method)"
         )
-    params = inspect.signature(cls.attribute).parameters  # type: ignore[attr-defined]
+    params = inspect.signature(cls.attribute).parameters
     options = ["*" if v.kind is v.VAR_KEYWORD else p for p, v in params.items()
                if p not in _NOT_OPTIONS and v.kind is not v.VAR_POSITIONAL]
     if "layer" in ctor:

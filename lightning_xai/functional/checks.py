@@ -393,7 +393,7 @@ def ig_completeness(
         >>> bool(ig_completeness(net, torch.randn(4, 3), n_steps=2) < 1e-6)
         True
     """
-    attr, delta = integrated_gradients(  # type: ignore[misc]
+    attr, delta = integrated_gradients(
         model, inputs, target, baseline=baseline, n_steps=n_steps, method=method,
         chunk_size=chunk_size, return_convergence_delta=True,
     )

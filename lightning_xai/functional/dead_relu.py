@@ -231,7 +231,7 @@ class ReLUCountState(Metric):
             self.add_state(f"positions_{i}", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
             self.add_state(f"nonfinite_{i}", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
 
-    def update(self, counts: Mapping[str, ReLUCounts]) -> None:  # type: ignore[override]
+    def update(self, counts: Mapping[str, ReLUCounts]) -> None:
         index = {name: i for i, (name, _, _) in enumerate(self.layout)}
         for name, c in counts.items():
             if name not in index:

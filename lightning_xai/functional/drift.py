@@ -181,7 +181,8 @@ def in_row_chunks(fn: Any, *tensors: Tensor, rows: Optional[int] = None) -> Any:
 def _spearman_rows(a: Tensor, b: Tensor) -> Tuple[Tensor, Tensor]:
     """Spearman per row of two (R, n) float64 tensors, ``ROWS_PER_CHUNK`` rows at a time; also the mask
     of degenerate rows."""
-    return in_row_chunks(_spearman_rows_at_once, a, b)  # type: ignore[no-any-return]
+    r, degenerate = in_row_chunks(_spearman_rows_at_once, a, b)
+    return r, degenerate
 
 
 def _spearman_rows_at_once(a: Tensor, b: Tensor) -> Tuple[Tensor, Tensor]:
@@ -260,7 +261,9 @@ def rank_correlation(a: Tensor, b: Tensor, method: str = "spearman") -> float:
         return float(r[0])
     from torchmetrics.functional import kendall_rank_corrcoef
 
-    return float(kendall_rank_corrcoef(a, b, variant="b").clamp(-1.0, 1.0))
+    tau = kendall_rank_corrcoef(a, b, variant="b")  # a tensor (a tuple only with t_test=True)
+    assert isinstance(tau, Tensor)
+    return float(tau.clamp(-1.0, 1.0))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -147,7 +147,7 @@ def unit_width(module: nn.Module) -> Optional[int]:
     """The number of channels a module outputs when its type says so (conv, linear, norm), else None."""
     for attr in ("out_channels", "out_features", "num_features"):
         value = getattr(module, attr, None)
-        if _is_int(value):
+        if value is not None and _is_int(value):
             return int(value)
     return None
 
@@ -422,7 +422,7 @@ def activation_maximization(
         if value_range is None and parametrization == "fft":
             value_range = (0.0, 1.0)
         lo, hi = _bounds(value_range, shape, device, dtype) if value_range is not None else (None, None)
-        centre: Any = 0.0 if lo is None else (lo + hi) / 2
+        centre: Any = 0.0 if lo is None or hi is None else (lo + hi) / 2
         kernel = _gaussian_kernel(opts["blur"], device, dtype) if opts["blur"] > 0 else None
         spatial = shape[len(shape) - dims:]
         if parametrization == "pixel":
@@ -441,11 +441,12 @@ def activation_maximization(
             param = start.to(device=device, dtype=dtype).contiguous().requires_grad_(True)
             axes = tuple(range(-dims, 0))
             assert lo is not None and hi is not None
+            low, high = lo, hi
 
             def image() -> Tensor:
                 spectrum = torch.view_as_complex(param) * scale
                 raw = torch.fft.irfftn(spectrum, s=spatial, dim=axes, norm="ortho")
-                return lo + (hi - lo) * torch.sigmoid(raw)
+                return low + (high - low) * torch.sigmoid(raw)
 
         # every shift drawn up front from the private generator: the same sequence every call
         shifts = (
@@ -467,7 +468,7 @@ def activation_maximization(
                 if parametrization == "pixel":
                     if kernel is not None:
                         param.copy_(_blur(param, kernel, dims))
-                    if lo is not None:
+                    if lo is not None and hi is not None:
                         param.copy_(torch.maximum(torch.minimum(param, hi), lo))
                 elif transfer is not None:
                     param.mul_(transfer[..., None])

@@ -230,8 +230,8 @@ def _coalition_outputs(
     with torch.no_grad():
         for s, e in _chunks(s_count * n, chunk):
             if s // n == (e - 1) // n:  # one coalition: a broadcast mask and slices
-                k, a, b = s // n, s % n, (e - 1) % n + 1
-                keep = coal[k].index_select(0, flat[0]) if shared else coal[k][flat[a:b]]
+                c, a, b = s // n, s % n, (e - 1) % n + 1
+                keep = coal[c].index_select(0, flat[0]) if shared else coal[c][flat[a:b]]
                 keep = keep.view((-1,) + shape)
                 rows = torch.where(keep, x[a:b], base[a:b])
                 t = None if target is None else target[a:b]

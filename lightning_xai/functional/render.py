@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import struct
 import zlib
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -166,7 +166,7 @@ def next_color_scale(policy: object, previous: Optional[float], attr: Tensor) ->
 
 
 @functools.lru_cache(maxsize=8)
-def _font(size: int = 11):  # type: ignore[no-untyped-def]
+def _font(size: int = 11) -> Any:
     """Pillow's default font at ``size`` (loaded once per size: loading it costs more than drawing)."""
     try:
         from PIL import ImageFont
@@ -349,8 +349,8 @@ def overlay_grid(
         y0 = title_h + pad + r * (cell_h + pad)
         x0 = pad + c * (tw + pad)
         flagged = bool(highlight[k]) if highlight is not None else False
-        if label_h:
-            texts.append((x0, y0, labels[k], _VERMILLION if flagged else (0, 0, 0)))  # type: ignore[index]
+        if labels is not None:
+            texts.append((x0, y0, labels[k], _VERMILLION if flagged else (0, 0, 0)))
         y1 = y0 + label_h
         if flagged:  # a 2-pixel frame around both tiles: visible without colour vision too
             grid[y1 - 2 : y1 + 2 * th + pad + 2, max(x0 - 2, 0) : x0 + tw + 2] = _VERMILLION
@@ -403,6 +403,10 @@ def bar_chart(
     return _draw_text(img, texts)
 
 
+#: the width the trajectory picture is made for: TensorBoard's image card shows about this much unscaled
+HEATMAP_WIDTH = 330
+
+
 def heatmap_chart(
     matrix: Tensor,
     row_labels: Optional[Sequence[str]] = None,
@@ -410,13 +414,19 @@ def heatmap_chart(
     title: Optional[str] = None,
     vmax: Optional[float] = None,
     max_rows: int = 64,
+    col_title: Optional[str] = None,
 ) -> np.ndarray:
     """A labelled heatmap of a ``(rows, columns)`` matrix of values >= 0, as an HxWx3 uint8 array.
 
     Made for importance trajectories: one row per feature, one column per epoch. Colour is viridis
     from 0 to ``vmax`` (default: the largest finite value); NaN cells are grey. With more than
-    ``max_rows`` rows, the rows with the largest maxima are kept (in their original order). Column
-    labels are written under every column while they fit, else under every n-th.
+    ``max_rows`` rows, the rows with the largest maxima are kept (in their original order).
+
+    Sized to be read in TensorBoard's image card without zooming: about :data:`HEATMAP_WIDTH` pixels
+    wide, 13 px text, the label column as wide as the longest label. Rows are 18 px high while they
+    fit in about 430 px, thinner beyond, with a label on every n-th row only; column labels are
+    written under every column while they fit, else under every n-th. ``col_title`` names the
+    columns' axis (e.g. ``"epoch"``); the title wraps.
 
     Example:
         >>> import torch
@@ -443,28 +453,43 @@ def heatmap_chart(
     finite = m[np.isfinite(m)]
     top = float(finite.max()) if finite.size else 1.0
     vmax = float(vmax) if vmax is not None and vmax > 0 else (top if top > 0 else 1.0)
-    label_w, cell_h, pad = 150, 13, 6
-    cell_w = int(np.clip(480 // cols, 4, 28))
-    title_h = 18 if title else 0
-    axis_h = 14
-    width = label_w + cols * cell_w + 2 * pad
-    height = title_h + pad + len(keep) * cell_h + axis_h + pad
-    img = np.full((height, max(width, 240), 3), 255, dtype=np.uint8)
+
+    size, line_h, pad = 13, 16, 6
+    font = _font(size)
+
+    def length(t: str) -> int:
+        return int(np.ceil(font.getlength(t))) if font is not None and hasattr(font, "getlength") else 7 * len(t)
+
+    shown = [str(name)[:24] for name in row_labels]
+    label_w = min(max(length(t) for t in shown), 150) + pad
+    cell_w = int(np.clip((HEATMAP_WIDTH - label_w - 2 * pad) // cols, 4, 40))
+    n = len(keep)
+    cell_h = 18 if n <= 24 else max(4, 430 // n)
+    row_every = int(np.ceil(line_h / cell_h))
+    width = max(label_w + cols * cell_w + 2 * pad, 240)
+    title_lines = _wrap(title, width - 2 * pad, size) if title else []
+    title_h = line_h * len(title_lines) + (4 if title_lines else 0)
+    axis_h = line_h + (line_h if col_title else 0)
+    height = title_h + pad + n * cell_h + axis_h + pad
+    img = np.full((height, width, 3), 255, dtype=np.uint8)
     colors = (colormap(np.clip(m / vmax, 0, 1), signed=False) * 255).astype(np.uint8)
     colors[~np.isfinite(m)] = 200
     y0, x0 = title_h + pad, label_w + pad
     block = colors.repeat(cell_h, axis=0).repeat(cell_w, axis=1)
     img[y0 : y0 + block.shape[0], x0 : x0 + block.shape[1]] = block
-    texts: List[tuple] = []
-    if title:
-        texts.append((pad, 2, title, (0, 0, 0)))
-    for r, name in enumerate(row_labels):
-        texts.append((pad, y0 + r * cell_h, str(name)[:24], (0, 0, 0)))
-    every = max(1, int(np.ceil(cols * 22 / max(cols * cell_w, 1))))
-    y_axis = y0 + len(keep) * cell_h + 1
-    for c in range(0, cols, every):
-        texts.append((x0 + c * cell_w, y_axis, str(col_labels[c]), (60, 60, 60)))
-    img = _draw_text(img, texts, size=10)
+    texts: List[tuple] = [(pad, 2 + line_h * i, line, (0, 0, 0)) for i, line in enumerate(title_lines)]
+    for r in range(0, n, row_every):
+        texts.append((pad, y0 + r * cell_h + (cell_h - line_h) // 2, shown[r], (0, 0, 0)))
+    widest = max(length(str(c)) for c in col_labels)
+    col_every = max(1, int(np.ceil((widest + 6) / cell_w)))
+    y_axis = y0 + n * cell_h + 2
+    for c in range(0, cols, col_every):
+        text = str(col_labels[c])
+        x = x0 + c * cell_w + max(0, (cell_w - length(text)) // 2)
+        texts.append((x, y_axis, text, (60, 60, 60)))
+    if col_title:
+        texts.append((x0 + max(0, (cols * cell_w - length(col_title)) // 2), y_axis + line_h, col_title, (0, 0, 0)))
+    img = _draw_text(img, texts, size=size)
     return np.concatenate([img, _colorbar(img.shape[1], False, vmax)], axis=0)
 
 
