@@ -168,8 +168,12 @@ class CheckContext:
         trainer: Any = None,
         chunk_size: Optional[int] = None,
         chunking: Optional[Chunking] = None,
+        output: F.OutputSpec = None,
     ) -> None:
+        F.check_output_spec(output)
         self.model = model
+        #: which of the model's outputs is explained (``None``: the model returns one tensor)
+        self.output = output
         self.probe = probe
         self.trainer = trainer
         self.metrics: Mapping[str, Any] = {} if metrics is None else metrics
@@ -200,7 +204,7 @@ class CheckContext:
         if self._outputs is None:
             with F.explaining(self.model), torch.no_grad():
                 out = self.model(self.inputs)
-            self._outputs = first_output(out).detach()
+            self._outputs = first_output(out, self.output).detach()
         return self._outputs
 
     def selected_outputs(self, inputs: Optional[Tensor] = None) -> Tensor:
@@ -209,7 +213,7 @@ class CheckContext:
             out = self.outputs
         else:
             with F.explaining(self.model), torch.no_grad():
-                out = first_output(self.model(inputs))
+                out = first_output(self.model(inputs), self.output)
         return F.select_output(out.detach(), self.target)
 
     def explainer(self, method: MethodSpec) -> Callable[[nn.Module, Tensor, Optional[Tensor]], Tensor]:
@@ -217,7 +221,10 @@ class CheckContext:
         call = _parse_method(method)
         chunking = self.chunking
 
+        output = self.output
+
         def explain(model: nn.Module, x: Tensor, t: Optional[Tensor]) -> Tensor:
+            model = F.with_output(model, output)  # layer names stay the model's own
             if not call.method.accepts("chunk_size"):
                 return call(model, x, t)
             n = x.shape[0]
@@ -957,13 +964,16 @@ def run(
     probe: ProbeSet,
     target: Any = "predicted",
     metrics: Optional[Mapping[str, Any]] = None,
+    output: F.OutputSpec = None,
 ) -> List[CheckResult]:
     """Set up and evaluate ``checks`` on ``model`` and ``probe`` without a trainer.
+
+    ``output`` selects the explained tensor when the model returns a tuple, dict or object.
 
     ``metrics`` stands in for ``trainer.callback_metrics`` (for :class:`DeadUnits` and :class:`Drift`).
     """
     checks = validate(checks)
-    ctx = CheckContext(model, probe, target=target, metrics=metrics)
+    ctx = CheckContext(model, probe, target=target, metrics=metrics, output=output)
     out = ctx.outputs
     classes = out.shape[1] if out.dim() == 2 and out.shape[1] > 1 else None
     setup = CheckSetup(probe=probe, model=model, classes=classes)

@@ -89,9 +89,10 @@ def target_key(target: Any) -> Any:
     return ("callable", getattr(target, "__module__", ""), getattr(target, "__qualname__", type(target).__qualname__))
 
 
-def first_output(out: Any) -> Tensor:
-    """The tensor a model's forward returned (the first element of a tuple or list)."""
-    return out[0] if isinstance(out, (tuple, list)) else out
+def first_output(out: Any, output: F.OutputSpec = None) -> Tensor:
+    """The explained tensor of what a model's forward returned (:func:`~lightning_xai.functional.select_model_output`):
+    the tensor itself with ``output=None`` (a tuple, dict or object is then an error naming ``output=``)."""
+    return F.select_model_output(out, output)
 
 
 def resolve_target(target: Any, outputs: Tensor, targets: Optional[Tensor] = None) -> Optional[Tensor]:
@@ -264,21 +265,27 @@ class AttributionEngine:
 
     # ------------------------------------------------------------------ keys
     @staticmethod
-    def outputs_key(probe: ProbeSet, dtype: torch.dtype, step: int = 0) -> Any:
-        return ("__outputs__", probe.fingerprint(), str(dtype), int(step))
+    def outputs_key(probe: ProbeSet, dtype: torch.dtype, step: int = 0, output: Any = None) -> Any:
+        key = ("__outputs__", probe.fingerprint(), str(dtype), int(step))
+        return key if output is None else key + (F.output_key(output),)
 
     @staticmethod
-    def attribution_key(call: MethodCall, probe: ProbeSet, target: Any, dtype: torch.dtype, step: int = 0) -> Any:
-        return ("attr", call.key, probe.fingerprint(), target_key(target), str(dtype), int(step))
+    def attribution_key(
+        call: MethodCall, probe: ProbeSet, target: Any, dtype: torch.dtype, step: int = 0, output: Any = None
+    ) -> Any:
+        key = ("attr", call.key, probe.fingerprint(), target_key(target), str(dtype), int(step))
+        return key if output is None else key + (F.output_key(output),)
 
     # ------------------------------------------------------------------ outputs
     def outputs(
         self, model: nn.Module, probe: ProbeSet, *, dtype: torch.dtype = torch.float32,
-        chunking: Optional[Chunking] = None, step: int = 0,
+        chunking: Optional[Chunking] = None, step: int = 0, output: F.OutputSpec = None,
     ) -> Tensor:
-        """The model's outputs on the probe (eval mode, no grad), once per step; taps watch this pass."""
+        """The model's outputs on the probe (eval mode, no grad), once per step; taps watch this pass.
+
+        ``output`` selects the explained tensor when the model returns a tuple, dict or object."""
         chunking = chunking or Chunking()
-        key = self.outputs_key(probe, dtype, step)
+        key = self.outputs_key(probe, dtype, step, output)
 
         def compute() -> Tensor:
             x = probe.inputs_for(model)
@@ -287,7 +294,7 @@ class AttributionEngine:
             def attempt(c: int) -> Tuple[Tensor, List[Tuple[Any, Any]]]:
                 with ExitStack() as stack:  # fresh watchers for each attempt: a retry never double-counts
                     watchers = [(k, stack.enter_context(factory(model))) for k, factory in taps]
-                    out = torch.cat([first_output(model(x[s : s + c])) for s in range(0, x.shape[0], c)])
+                    out = torch.cat([first_output(model(x[s : s + c]), output) for s in range(0, x.shape[0], c)])
                 return out, watchers
 
             with F.computing_in(model, dtype, x.device.type) as in_dtype, F.explaining(model), torch.no_grad():
@@ -303,11 +310,12 @@ class AttributionEngine:
     # ------------------------------------------------------------------ trial
     def trial(
         self, model: nn.Module, probe: ProbeSet, calls: Mapping[str, MethodCall], *, target: Any = "predicted",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype = torch.float32, output: F.OutputSpec = None,
     ) -> None:
         """Run each method once on the probe's first sample, once per (method, options, target): what fails
         here would fail at every epoch. A failure is re-raised with the method's name as ``err.method``."""
-        todo = {m: c for m, c in calls.items() if (id(model), c.key, target_key(target)) not in self._tried}
+        tried = lambda c: (id(model), c.key, target_key(target), F.output_key(output))  # noqa: E731
+        todo = {m: c for m, c in calls.items() if tried(c) not in self._tried}
         if not todo:
             return
         x = probe.inputs_for(model)[:1]
@@ -315,19 +323,20 @@ class AttributionEngine:
             if x.is_floating_point():
                 x = x.to(in_dtype)
             with F.explaining(model), torch.no_grad():
-                out = first_output(model(x))
+                out = first_output(model(x), output)
             t = resolve_target(target, out, None if probe.targets is None else probe.targets[:1])
+            explained = F.with_output(model, output)
             for name, call in todo.items():
                 try:
                     if call.method.shared_pass:
                         opts = {k: v for k, v in call.options.items() if k in ("layer", "upsample")}
-                        F.attribute_many(model, x, t, [name], **opts)
+                        F.attribute_many(explained, x, t, [name], **opts)
                     else:
-                        call(model, x, t, chunk_size=1)
+                        call(explained, x, t, chunk_size=1)
                 except Exception as err:
                     err.method = name  # type: ignore[attr-defined]
                     raise
-                self._tried.add((id(model), call.key, target_key(target)))
+                self._tried.add(tried(call))
 
     # ------------------------------------------------------------------ attributions
     def attributions(
@@ -341,10 +350,12 @@ class AttributionEngine:
         chunking: Optional[Chunking] = None,
         shard: Shard = Shard(),
         step: int = 0,
+        output: F.OutputSpec = None,
     ) -> Dict[str, Tensor]:
-        """``{name: maps}`` of the whole probe for each method call (see the module docstring)."""
+        """``{name: maps}`` of the whole probe for each method call (see the module docstring); ``output``
+        selects the explained tensor when the model returns a tuple, dict or object."""
         chunking = chunking or Chunking()
-        keys = {m: self.attribution_key(c, probe, target, dtype, step) for m, c in calls.items()}
+        keys = {m: self.attribution_key(c, probe, target, dtype, step, output) for m, c in calls.items()}
         result = {m: self.get(k) for m, k in keys.items() if k in self}
         missing = {m: c for m, c in calls.items() if m not in result}
         if missing:
@@ -352,7 +363,7 @@ class AttributionEngine:
             with F.computing_in(model, dtype, x.device.type) as in_dtype:
                 if x.is_floating_point():
                     x = x.to(in_dtype)
-                computed = self._compute(model, probe, x, missing, target, dtype, chunking, shard, step)
+                computed = self._compute(model, probe, x, missing, target, dtype, chunking, shard, step, output)
             for m, a in computed.items():
                 self.put(keys[m], a)
                 self.computed[m] += 1
@@ -361,8 +372,10 @@ class AttributionEngine:
 
     def _compute(
         self, model: nn.Module, probe: ProbeSet, x: Tensor, missing: Mapping[str, MethodCall], target: Any,
-        dtype: torch.dtype, chunking: Chunking, shard: Shard, step: int,
+        dtype: torch.dtype, chunking: Chunking, shard: Shard, step: int, output: F.OutputSpec = None,
     ) -> Dict[str, Tensor]:
+        # the methods see a model whose forward returns the explained tensor; taps watch the model itself
+        explained = F.with_output(model, output)
         n = x.shape[0]
         rows = shard.rows(n)
         xs = x[rows]
@@ -370,7 +383,7 @@ class AttributionEngine:
 
         def shard_target() -> Optional[Tensor]:
             if not resolved:
-                out = self.outputs(model, probe, dtype=dtype, chunking=chunking, step=step)
+                out = self.outputs(model, probe, dtype=dtype, chunking=chunking, step=step, output=output)
                 resolved.append(resolve_target(target, out, probe.targets))
             t = resolved[0]
             return None if t is None else t[rows]
@@ -382,7 +395,7 @@ class AttributionEngine:
             cam_opts = {} if cam is None else cam.options
             options = dict(layer=cam_opts.get("layer"), upsample=cam_opts.get("upsample", True))
             calls = [missing[m] for m in shared]
-            outputs_key = self.outputs_key(probe, dtype, step)
+            outputs_key = self.outputs_key(probe, dtype, step, output)
             if target == "predicted" and shard.world == 1 and outputs_key not in self:
                 # one forward for both: the pass's own outputs give the predicted class and are kept as
                 # this step's probe outputs; taps watch this pass (not with Grad-CAM: a layer followed by
@@ -392,7 +405,7 @@ class AttributionEngine:
                 def attempt(c: int) -> Any:
                     with ExitStack() as stack:
                         watchers = [(k, stack.enter_context(factory(model))) for k, factory in taps]
-                        out = F.attribute_many(model, xs, "predicted", shared, return_outputs=True, chunk_size=c, **options)
+                        out = F.attribute_many(explained, xs, "predicted", shared, return_outputs=True, chunk_size=c, **options)
                     return out, watchers
 
                 (maps, outputs), watchers = chunking.run(attempt, chunking.rows(calls, n), n)
@@ -402,7 +415,7 @@ class AttributionEngine:
             else:
                 ts = shard_target()
                 maps = chunking.run(
-                    lambda c: F.attribute_many(model, xs, ts, shared, chunk_size=c, **options),
+                    lambda c: F.attribute_many(explained, xs, ts, shared, chunk_size=c, **options),
                     chunking.rows(calls, n), xs.shape[0],
                 )
             for m in shared:
@@ -413,7 +426,7 @@ class AttributionEngine:
             ts = shard_target()
             chunk = chunking.rows([call], n)
             extra: Dict[str, Any] = {"shard": (rows.start, n)} if shard.world > 1 else {}
-            a = chunking.run(lambda c: call(model, xs, ts, chunk_size=c, **extra), chunk, xs.shape[0])
+            a = chunking.run(lambda c: call(explained, xs, ts, chunk_size=c, **extra), chunk, xs.shape[0])
             if a.shape[0] != xs.shape[0]:
                 raise ValueError(
                     f"method {m!r} returned maps of shape {tuple(a.shape)} for {xs.shape[0]} inputs; it must "

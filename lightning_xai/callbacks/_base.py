@@ -66,6 +66,7 @@ class XAICallback(Callback):
         probe_required: bool = True,
         on_error: str = "raise",
         dtype: Union[str, torch.dtype] = "float32",
+        output: F.OutputSpec = None,
     ) -> None:
         super().__init__()
         if probe is None and probe_required:
@@ -83,7 +84,10 @@ class XAICallback(Callback):
         if on_error not in ("raise", "warn"):
             raise ValueError(f"on_error must be 'raise' or 'warn', got {on_error!r}")
         check_target_rule(target, probe if isinstance(probe, ProbeSet) else None)
+        F.check_output_spec(output)
         self.probe: Any = probe
+        #: which of the model's outputs is explained (``None``: the model returns one tensor)
+        self.output = output
         self.target = target
         self.every_n_epochs = every_n_epochs
         #: rows per pass: ``chunk_size``, halved after an out-of-memory error, capped at the training batch
@@ -111,6 +115,8 @@ class XAICallback(Callback):
 
     def _state_key_fields(self) -> Dict[str, Any]:
         fields: Dict[str, Any] = {"target": target_key(self.target), "dtype": str(self.dtype).replace("torch.", "")}
+        if self.output is not None:  # absent by default: the keys of existing checkpoints stay
+            fields["output"] = repr(F.output_key(self.output))
         return {"probe": self._probe_key, **fields}
 
     def declared_metrics(self) -> Tuple[str, ...]:
@@ -219,12 +225,16 @@ class XAICallback(Callback):
         out = self._probe_fits(pl_module)
         if out is None:
             return None
-        out = first_output(out)
+        try:
+            out = first_output(out, self.output)
+        except ValueError as err:
+            raise ValueError(f"{type(self).__name__}: {err}") from None
         if not isinstance(out, Tensor) or out.dim() not in (1, 2):
             raise ValueError(
                 f"{type(self).__name__}: {type(pl_module).__name__} returns "
                 f"{type(out).__name__ if not isinstance(out, Tensor) else tuple(out.shape)} for the probe; "
-                "attributions need (N,) or (N, classes) outputs from forward()"
+                "attributions need (N,) or (N, classes) outputs from forward(); pass output=fn(outputs) that "
+                "reduces them (e.g. a segmentation map's mean logit over a region)"
             )
         classes = out.shape[1] if out.dim() == 2 and out.shape[1] > 1 else None
         if classes is None and (self.target == "true" or (isinstance(self.target, int) and not isinstance(self.target, bool))):
@@ -255,7 +265,8 @@ class XAICallback(Callback):
         """The model's outputs on the probe this epoch (computed once, shared with the other callbacks)."""
         assert isinstance(self.probe, ProbeSet)
         return self._engine(trainer).outputs(
-            pl_module, self.probe, dtype=self.dtype, chunking=self.chunking, step=trainer.global_step
+            pl_module, self.probe, dtype=self.dtype, chunking=self.chunking, step=trainer.global_step,
+            output=self.output,
         )
 
     def _resolve_target(self, trainer: Any, pl_module: nn.Module) -> Optional[Tensor]:
@@ -270,7 +281,7 @@ class XAICallback(Callback):
         shard = Shard(int(getattr(trainer, "global_rank", 0)), world, trainer.strategy.all_gather if world > 1 else None)
         return self._engine(trainer).attributions(
             pl_module, self.probe, calls, target=self.target, dtype=self.dtype, chunking=self.chunking,
-            shard=shard, step=trainer.global_step,
+            shard=shard, step=trainer.global_step, output=self.output,
         )
 
     # ------------------------------------------------------------------ logging
@@ -367,7 +378,7 @@ class XAICallback(Callback):
         ):
             return
         try:
-            self._engine(trainer).trial(pl_module, probe, calls, target=self.target, dtype=self.dtype)
+            self._engine(trainer).trial(pl_module, probe, calls, target=self.target, dtype=self.dtype, output=self.output)
         except Exception as err:  # noqa: BLE001 - re-raised with the fix
             name = getattr(err, "method", "?")
             options = dict(calls[name].options) if name in calls else {}

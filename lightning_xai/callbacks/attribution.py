@@ -116,9 +116,11 @@ class AttributionMonitor(XAICallback):
         dtype: Union[str, torch.dtype] = "float32",
         on_error: str = "raise",
         renderer: Optional[Renderer] = None,
+        output: F.OutputSpec = None,
     ) -> None:
         super().__init__(
-            probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size, dtype=dtype, on_error=on_error
+            probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size, dtype=dtype, on_error=on_error,
+            output=output,
         )
         self._calls = F.resolve_methods(methods)
         #: ``{method name: options}`` as configured (options checked against each method's signature)

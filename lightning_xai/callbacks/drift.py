@@ -115,9 +115,11 @@ class FeatureDriftMonitor(XAICallback):
         chunk_size: Optional[int] = None,
         dtype: Union[str, torch.dtype] = "float32",
         on_error: str = "raise",
+        output: F.OutputSpec = None,
     ) -> None:
         super().__init__(
-            probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size, dtype=dtype, on_error=on_error
+            probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size, dtype=dtype, on_error=on_error,
+            output=output,
         )
         methods = F.resolve_methods(method)
         if len(methods) != 1:

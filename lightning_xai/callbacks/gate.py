@@ -134,9 +134,11 @@ class SanityGate(XAICallback):
         verbose: bool = True,
         dtype: Union[str, torch.dtype] = "float32",
         on_error: str = "raise",
+        output: F.OutputSpec = None,
     ) -> None:
         super().__init__(
-            probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size, dtype=dtype, on_error=on_error
+            probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size, dtype=dtype, on_error=on_error,
+            output=output,
         )
         self.checks: List[C.Check] = C.validate(checks)
         if action not in ACTIONS:
@@ -264,6 +266,7 @@ class SanityGate(XAICallback):
             pl_module, self.probe, target=self._resolve_target(trainer, pl_module),
             outputs=self._outputs(trainer, pl_module), attribute=attribute,
             metrics=trainer.callback_metrics, trainer=trainer, chunk_size=self.chunk_size, chunking=self.chunking,
+            output=self.output,
         )
         results = []
         for check in self.checks:

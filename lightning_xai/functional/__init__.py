@@ -28,6 +28,7 @@ from .attribution import (
     select_output,
     smoothgrad,
 )
+from .outputs import OutputSelected, OutputSpec, check_output_spec, describe_output, output_key, select_model_output, with_output
 from .perturbation import (
     PERTURBATION_METHODS,
     count_features,
@@ -141,6 +142,13 @@ __all__ = [
     "unregister_method",
     "baseline_like",
     "select_output",
+    "OutputSelected",
+    "OutputSpec",
+    "describe_output",
+    "check_output_spec",
+    "output_key",
+    "select_model_output",
+    "with_output",
     "explaining",
     "named_modules",
     "computing_in",

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from . import attribution as _attr
 from . import perturbation as _pert
 from ._guard import explaining, forked_rng
+from .outputs import with_output
 from .captum_bridge import captum_attribute, captum_available, captum_class, captum_spec
 
 __all__ = [
@@ -65,8 +66,9 @@ __all__ = [
 ]
 
 #: parameters of a method's function that are not user options: the three positional arguments,
-#: and what the engine passes itself (``shard``: the rows of a sharded probe) or the method returns
-_NOT_OPTIONS = frozenset({"model", "inputs", "target", "shard", "generator", "return_convergence_delta"})
+#: and what the engine passes itself (``shard``: the rows of a sharded probe) or the method returns;
+#: ``output`` (which model output is explained) is the caller's, given to a callback, check or :func:`attribute`
+_NOT_OPTIONS = frozenset({"model", "inputs", "target", "shard", "generator", "return_convergence_delta", "output"})
 
 RESOLUTIONS = ("input", "layer")
 
@@ -475,6 +477,9 @@ def attribute(
     method's own options keep their names (integrated gradients' ``method="riemann_trapezoid"`` is an
     option, not the method).
 
+    ``output=`` says which of the model's outputs is explained when it returns a tuple, dict or object
+    (an index, a key or attribute name, or ``fn(outputs) -> Tensor``), for every method.
+
     Example:
         >>> import torch
         >>> net = torch.nn.Linear(2, 1, bias=False)
@@ -486,4 +491,6 @@ def attribute(
         tensor([[ 1.7500, -0.8750]])
     """
     m = get_method(method)
+    if "output" in options:  # every method (built-in, Captum's, a user's) explains the wrapper's selected output
+        model = with_output(model, options.pop("output"))
     return m(model, inputs, target, **m.check_options(options))
