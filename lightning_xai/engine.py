@@ -290,17 +290,19 @@ class AttributionEngine:
         def compute() -> Tensor:
             x = probe.inputs_for(model)
             taps = self.taps_for(probe.fingerprint())
+            n = F.input_rows(x)
 
             def attempt(c: int) -> Tuple[Tensor, List[Tuple[Any, Any]]]:
                 with ExitStack() as stack:  # fresh watchers for each attempt: a retry never double-counts
                     watchers = [(k, stack.enter_context(factory(model))) for k, factory in taps]
-                    out = torch.cat([first_output(model(x[s : s + c]), output) for s in range(0, x.shape[0], c)])
+                    out = torch.cat(
+                        [first_output(F.call_model(model, F.take_rows(x, slice(s, s + c))), output) for s in range(0, n, c)]
+                    )
                 return out, watchers
 
-            with F.computing_in(model, dtype, x.device.type) as in_dtype, F.explaining(model), torch.no_grad():
-                if x.is_floating_point():
-                    x = x.to(in_dtype)
-                out, watchers = chunking.run(attempt, chunking.current, x.shape[0])
+            with F.computing_in(model, dtype, F.inputs_device(x).type) as in_dtype, F.explaining(model), torch.no_grad():
+                x = F.inputs_to(x, in_dtype)
+                out, watchers = chunking.run(attempt, chunking.current, n)
             for k, watcher in watchers:
                 self.put(k, watcher)
             return out.detach()
@@ -318,17 +320,16 @@ class AttributionEngine:
         todo = {m: c for m, c in calls.items() if tried(c) not in self._tried}
         if not todo:
             return
-        x = probe.inputs_for(model)[:1]
-        with F.computing_in(model, dtype, x.device.type) as in_dtype:
-            if x.is_floating_point():
-                x = x.to(in_dtype)
+        x = F.take_rows(probe.inputs_for(model), slice(0, 1))
+        with F.computing_in(model, dtype, F.inputs_device(x).type) as in_dtype:
+            x = F.inputs_to(x, in_dtype)
             with F.explaining(model), torch.no_grad():
-                out = first_output(model(x), output)
+                out = first_output(F.call_model(model, x), output)
             t = resolve_target(target, out, None if probe.targets is None else probe.targets[:1])
             explained = F.with_output(model, output)
             for name, call in todo.items():
                 try:
-                    if call.method.shared_pass:
+                    if call.method.shared_pass and not F.is_structured(x):
                         opts = {k: v for k, v in call.options.items() if k in ("layer", "upsample")}
                         F.attribute_many(explained, x, t, [name], **opts)
                     else:
@@ -351,7 +352,7 @@ class AttributionEngine:
         shard: Shard = Shard(),
         step: int = 0,
         output: F.OutputSpec = None,
-    ) -> Dict[str, Tensor]:
+    ) -> Dict[str, Any]:
         """``{name: maps}`` of the whole probe for each method call (see the module docstring); ``output``
         selects the explained tensor when the model returns a tuple, dict or object."""
         chunking = chunking or Chunking()
@@ -360,9 +361,8 @@ class AttributionEngine:
         missing = {m: c for m, c in calls.items() if m not in result}
         if missing:
             x = probe.inputs_for(model)
-            with F.computing_in(model, dtype, x.device.type) as in_dtype:
-                if x.is_floating_point():
-                    x = x.to(in_dtype)
+            with F.computing_in(model, dtype, F.inputs_device(x).type) as in_dtype:
+                x = F.inputs_to(x, in_dtype)
                 computed = self._compute(model, probe, x, missing, target, dtype, chunking, shard, step, output)
             for m, a in computed.items():
                 self.put(keys[m], a)
@@ -373,12 +373,12 @@ class AttributionEngine:
     def _compute(
         self, model: nn.Module, probe: ProbeSet, x: Tensor, missing: Mapping[str, MethodCall], target: Any,
         dtype: torch.dtype, chunking: Chunking, shard: Shard, step: int, output: F.OutputSpec = None,
-    ) -> Dict[str, Tensor]:
+    ) -> Dict[str, Any]:
         # the methods see a model whose forward returns the explained tensor; taps watch the model itself
         explained = F.with_output(model, output)
-        n = x.shape[0]
+        n = F.input_rows(x)
         rows = shard.rows(n)
-        xs = x[rows]
+        xs = F.take_rows(x, rows)
         resolved: List[Optional[Tensor]] = []
 
         def shard_target() -> Optional[Tensor]:
@@ -388,8 +388,9 @@ class AttributionEngine:
             t = resolved[0]
             return None if t is None else t[rows]
 
-        result: Dict[str, Tensor] = {}
-        shared = [m for m, c in missing.items() if c.method.shared_pass]
+        result: Dict[str, Any] = {}
+        # several inputs: each method on its own (the shared pass takes one tensor)
+        shared = [] if F.is_structured(x) else [m for m, c in missing.items() if c.method.shared_pass]
         if shared:
             cam = missing.get("grad_cam")
             cam_opts = {} if cam is None else cam.options
@@ -426,11 +427,12 @@ class AttributionEngine:
             ts = shard_target()
             chunk = chunking.rows([call], n)
             extra: Dict[str, Any] = {"shard": (rows.start, n)} if shard.world > 1 else {}
-            a = chunking.run(lambda c: call(explained, xs, ts, chunk_size=c, **extra), chunk, xs.shape[0])
-            if a.shape[0] != xs.shape[0]:
+            rows_here = F.input_rows(xs)
+            a = chunking.run(lambda c: call(explained, xs, ts, chunk_size=c, **extra), chunk, rows_here)
+            if F.input_rows(a) != rows_here:
                 raise ValueError(
-                    f"method {m!r} returned maps of shape {tuple(a.shape)} for {xs.shape[0]} inputs; it must "
-                    "return one map per input row"
+                    f"method {m!r} returned maps of shape {F.map_tensors(lambda t: tuple(t.shape), a)} for "
+                    f"{rows_here} inputs; it must return one map per input row"
                 )
-            result[m] = shard.assemble(a.detach(), n)
+            result[m] = F.map_tensors(lambda t: shard.assemble(t.detach(), n), a)
         return result

@@ -52,6 +52,9 @@ class XAICallback(Callback):
             if hook is not None and not getattr(hook, "_xai_guarded", False):
                 setattr(cls, name, _guard_hook(hook))
 
+    #: whether the callback explains probes of several inputs (a tuple or dict of tensors)
+    accepts_structured_probes: bool = False
+
     #: the categories of the custom-scalars dashboard (``_dashboard.CATEGORIES``) this callback fills;
     #: empty means "not declared", and then the dashboard gets every category
     dashboard_categories: Tuple[str, ...] = ()
@@ -84,6 +87,7 @@ class XAICallback(Callback):
         if on_error not in ("raise", "warn"):
             raise ValueError(f"on_error must be 'raise' or 'warn', got {on_error!r}")
         check_target_rule(target, probe if isinstance(probe, ProbeSet) else None)
+        self._check_structured(probe)
         F.check_output_spec(output)
         self.probe: Any = probe
         #: which of the model's outputs is explained (``None``: the model returns one tensor)
@@ -107,6 +111,13 @@ class XAICallback(Callback):
         self.validation_runs = 0
         #: the state before the first ``fit``: a callback reused in another ``fit`` starts from it again
         self._fresh: Any = None
+
+    def _check_structured(self, probe: Any) -> None:
+        if isinstance(probe, ProbeSet) and probe.structured and not self.accepts_structured_probes:
+            raise ValueError(
+                f"{type(self).__name__} does not yet explain probes of several inputs ({probe!r}); "
+                "AttributionMonitor and lightning_xai.functional.attribute do"
+            )
 
     # ------------------------------------------------------------------ identity and scheduling
     @property
@@ -150,6 +161,7 @@ class XAICallback(Callback):
         if loader is None:
             return False
         self.probe = spec.build_from(loader)
+        self._check_structured(self.probe)
         check_target_rule(self.target, self.probe)
         self._on_probe_drawn()
         if self._pending_probe_state is not None:
@@ -208,10 +220,11 @@ class XAICallback(Callback):
             return None
         try:
             with F.explaining(pl_module), torch.no_grad():
-                return pl_module(probe.inputs_for(pl_module)[:2])
+                return F.call_model(pl_module, F.take_rows(probe.inputs_for(pl_module), slice(0, 2)))
         except Exception as err:  # noqa: BLE001 - re-raised with the fix
+            shapes = F.map_tensors(lambda t: tuple(t.shape), probe.inputs)
             raise ValueError(
-                f"{type(self).__name__}: the probe's inputs of shape {tuple(probe.inputs.shape)} do not fit "
+                f"{type(self).__name__}: the probe's inputs of shape {shapes} do not fit "
                 f"{type(pl_module).__name__} ({type(err).__name__}: {err}). Build the ProbeSet from the "
                 f"same data (and transforms) the model is trained on{fix}."
             ) from err
@@ -358,8 +371,9 @@ class XAICallback(Callback):
         """Validate the configuration against the model (subclasses extend it); raises at setup."""
         self._check_against_model(pl_module)
         probe = self.probe
-        if isinstance(probe, ProbeSet) and probe.inputs.is_floating_point():
-            bad = ~torch.isfinite(probe.inputs.reshape(len(probe), -1)).all(1)
+        floats = [t for _, t in F.input_entries(probe.inputs) if t.is_floating_point()] if isinstance(probe, ProbeSet) else []
+        if isinstance(probe, ProbeSet) and floats:
+            bad = ~torch.stack([torch.isfinite(t.reshape(len(probe), -1)).all(1) for t in floats]).all(0)
             if bool(bad.any()):
                 self._warn_once(
                     "nonfinite-probe",

@@ -149,8 +149,11 @@ class AttributionMonitor(XAICallback):
         methods = sorted((m, repr(F.options_key(o))) for m, o in self.methods.items())
         return {**super()._state_key_fields(), "methods": methods}
 
+    #: probes of several inputs: summaries per attributed input, ``xai/attr/<method>/<input>/<summary>``
+    accepts_structured_probes = True
+
     def declared_metrics(self) -> Tuple[str, ...]:
-        return tuple(rf"xai/attr/{re.escape(m)}/(gini|entropy|top10_mass)" for m in self.methods)
+        return tuple(rf"xai/attr/{re.escape(m)}/([^/]+/)?(gini|entropy|top10_mass)" for m in self.methods)
 
     # ------------------------------------------------------------------ hooks
     def _setup_checks(self, trainer: Any, pl_module: Any) -> None:
@@ -166,14 +169,23 @@ class AttributionMonitor(XAICallback):
         self.last_attributions = maps
         scalars: Dict[str, float] = {}
         for method, attr in maps.items():
-            for name, value in F.summarize(attr).items():
-                scalars[f"xai/attr/{method}/{name}"] = value
+            if isinstance(attr, Tensor):
+                for name, value in F.summarize(attr).items():
+                    scalars[f"xai/attr/{method}/{name}"] = value
+                continue
+            # several inputs: each attributed input's own summaries (their scales need not compare)
+            for (_, part), label in zip(F.input_entries(attr), F.input_names(attr)):
+                if part is not None:
+                    for name, value in F.summarize(part).items():
+                        scalars[f"xai/attr/{method}/{label}/{name}"] = value
         sink = self._sink(trainer)
         sink.scalars(scalars)
         if not trainer.is_global_zero:
             return
         if self.log_images:
             for method, attr in maps.items():
+                if not isinstance(attr, Tensor):
+                    continue  # no picture of several inputs yet
                 image = self._render(trainer, pl_module, method, attr)
                 if image is not None:
                     sink.image(f"xai/attr/{method}", image)

@@ -29,6 +29,18 @@ from .attribution import (
     smoothgrad,
 )
 from .outputs import OutputSelected, OutputSpec, check_output_spec, describe_output, output_key, select_model_output, with_output
+from .structured import (
+    attribute_structured,
+    call_model,
+    input_entries,
+    input_names,
+    input_rows,
+    inputs_device,
+    inputs_to,
+    is_structured,
+    map_tensors,
+    take_rows,
+)
 from .perturbation import (
     PERTURBATION_METHODS,
     count_features,
@@ -149,6 +161,16 @@ __all__ = [
     "output_key",
     "select_model_output",
     "with_output",
+    "attribute_structured",
+    "call_model",
+    "input_entries",
+    "input_names",
+    "input_rows",
+    "inputs_device",
+    "inputs_to",
+    "is_structured",
+    "map_tensors",
+    "take_rows",
     "explaining",
     "named_modules",
     "computing_in",

@@ -47,6 +47,7 @@ from . import attribution as _attr
 from . import perturbation as _pert
 from ._guard import explaining, forked_rng
 from .outputs import with_output
+from .structured import attribute_structured, is_structured
 from .captum_bridge import captum_attribute, captum_available, captum_class, captum_spec
 
 __all__ = [
@@ -168,7 +169,15 @@ class AttributionMethod:
         """Run ``fn`` under the library's guarantees: the model in eval mode with its parameters frozen
         and autograd on (also inside Lightning's no-grad validation and ``inference_mode``), inputs
         that can join autograd, and the global random streams (torch, NumPy, ``random``) put back
-        afterwards; every flag is restored."""
+        afterwards; every flag is restored.
+
+        Structured inputs (a tuple or dict of tensors) go through
+        :func:`~lightning_xai.functional.attribute_structured`: maps come back in the same structure."""
+        if is_structured(inputs):
+            return attribute_structured(
+                self.__call__, model, inputs, target, per_input=self.name == "occlusion",
+                takes_shard=_takes(self.fn, "shard"), **options,
+            )
         with explaining(model), forked_rng(inputs.device):
             x = inputs.detach().clone() if inputs.is_inference() else inputs.detach()
             result = self.fn(model, x, target, **options)
