@@ -132,6 +132,11 @@ def resolve_target(target: Any, outputs: Tensor, targets: Optional[Tensor] = Non
     return t
 
 
+def _tokens_key(tokens: Mapping[str, Any]) -> Any:
+    """A hashable key of ``embedding=``/``pad_id=`` (a module by its type: names are the usual form)."""
+    return tuple(sorted((k, v if isinstance(v, (str, int, type(None))) else type(v).__qualname__) for k, v in tokens.items()))
+
+
 # ----------------------------------------------------------------------------------------------
 # chunking and sharding
 # ----------------------------------------------------------------------------------------------
@@ -312,11 +317,12 @@ class AttributionEngine:
     # ------------------------------------------------------------------ trial
     def trial(
         self, model: nn.Module, probe: ProbeSet, calls: Mapping[str, MethodCall], *, target: Any = "predicted",
-        dtype: torch.dtype = torch.float32, output: F.OutputSpec = None,
+        dtype: torch.dtype = torch.float32, output: F.OutputSpec = None, tokens: Optional[Mapping[str, Any]] = None,
     ) -> None:
         """Run each method once on the probe's first sample, once per (method, options, target): what fails
         here would fail at every epoch. A failure is re-raised with the method's name as ``err.method``."""
-        tried = lambda c: (id(model), c.key, target_key(target), F.output_key(output))  # noqa: E731
+        tokens = dict(tokens or {})
+        tried = lambda c: (id(model), c.key, target_key(target), F.output_key(output), _tokens_key(tokens))  # noqa: E731
         todo = {m: c for m, c in calls.items() if tried(c) not in self._tried}
         if not todo:
             return
@@ -329,11 +335,11 @@ class AttributionEngine:
             explained = F.with_output(model, output)
             for name, call in todo.items():
                 try:
-                    if call.method.shared_pass and not F.is_structured(x):
+                    if call.method.shared_pass and not F.is_structured(x) and x.is_floating_point():
                         opts = {k: v for k, v in call.options.items() if k in ("layer", "upsample")}
                         F.attribute_many(explained, x, t, [name], **opts)
                     else:
-                        call(explained, x, t, chunk_size=1)
+                        call(explained, x, t, chunk_size=1, **tokens)
                 except Exception as err:
                     err.method = name  # type: ignore[attr-defined]
                     raise
@@ -352,18 +358,23 @@ class AttributionEngine:
         shard: Shard = Shard(),
         step: int = 0,
         output: F.OutputSpec = None,
+        tokens: Optional[Mapping[str, Any]] = None,
     ) -> Dict[str, Any]:
         """``{name: maps}`` of the whole probe for each method call (see the module docstring); ``output``
-        selects the explained tensor when the model returns a tuple, dict or object."""
+        selects the explained tensor when the model returns a tuple, dict or object; ``tokens`` holds
+        ``embedding=`` and ``pad_id=`` for probes of token ids."""
         chunking = chunking or Chunking()
+        tokens = dict(tokens or {})
         keys = {m: self.attribution_key(c, probe, target, dtype, step, output) for m, c in calls.items()}
+        if tokens:
+            keys = {m: k + (_tokens_key(tokens),) for m, k in keys.items()}
         result = {m: self.get(k) for m, k in keys.items() if k in self}
         missing = {m: c for m, c in calls.items() if m not in result}
         if missing:
             x = probe.inputs_for(model)
             with F.computing_in(model, dtype, F.inputs_device(x).type) as in_dtype:
                 x = F.inputs_to(x, in_dtype)
-                computed = self._compute(model, probe, x, missing, target, dtype, chunking, shard, step, output)
+                computed = self._compute(model, probe, x, missing, target, dtype, chunking, shard, step, output, tokens)
             for m, a in computed.items():
                 self.put(keys[m], a)
                 self.computed[m] += 1
@@ -373,7 +384,9 @@ class AttributionEngine:
     def _compute(
         self, model: nn.Module, probe: ProbeSet, x: Tensor, missing: Mapping[str, MethodCall], target: Any,
         dtype: torch.dtype, chunking: Chunking, shard: Shard, step: int, output: F.OutputSpec = None,
+        tokens: Optional[Mapping[str, Any]] = None,
     ) -> Dict[str, Any]:
+        tokens = dict(tokens or {})
         # the methods see a model whose forward returns the explained tensor; taps watch the model itself
         explained = F.with_output(model, output)
         n = F.input_rows(x)
@@ -390,7 +403,9 @@ class AttributionEngine:
 
         result: Dict[str, Any] = {}
         # several inputs: each method on its own (the shared pass takes one tensor)
-        shared = [] if F.is_structured(x) else [m for m, c in missing.items() if c.method.shared_pass]
+        shared = (
+            [] if F.is_structured(x) or not x.is_floating_point() else [m for m, c in missing.items() if c.method.shared_pass]
+        )
         if shared:
             cam = missing.get("grad_cam")
             cam_opts = {} if cam is None else cam.options
@@ -427,6 +442,7 @@ class AttributionEngine:
             ts = shard_target()
             chunk = chunking.rows([call], n)
             extra: Dict[str, Any] = {"shard": (rows.start, n)} if shard.world > 1 else {}
+            extra.update(tokens)
             rows_here = F.input_rows(xs)
             a = chunking.run(lambda c: call(explained, xs, ts, chunk_size=c, **extra), chunk, rows_here)
             if F.input_rows(a) != rows_here:

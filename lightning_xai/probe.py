@@ -21,6 +21,7 @@ Inputs = Union[Tensor, Tuple[Tensor, ...], Dict[str, Tensor]]
 _INPUT_KEYS = ("input", "inputs", "x", "image", "images", "pixel_values", "features")
 _TARGET_KEYS = ("target", "targets", "y", "label", "labels")
 _MASK_KEYS = ("mask", "masks")
+_MASK_NAMES = ("attention_mask", "mask")
 
 
 def _as_tensor(value: Any) -> Optional[Tensor]:
@@ -384,7 +385,36 @@ class ProbeSet:
         inputs (a tuple or dict), else ``"other"``."""
         if self.structured:
             return "structured"
+        if self.inputs.dim() == 2 and not self.inputs.is_floating_point() and self.inputs.dtype != torch.bool:
+            return "text"
         return {4: "image", 2: "tabular"}.get(self.inputs.dim(), "other")
+
+    def token_ids(self) -> Optional[Tensor]:
+        """The ``(N, T)`` token ids of a text probe: the inputs themselves, or the integer entry named
+        ``input_ids``/``ids``/``tokens`` of several inputs (else the first ``(N, T)`` integer one that is
+        not a mask); None when the probe holds no ids."""
+        if not self.structured:
+            return self.inputs if self.kind == "text" else None
+        named = dict(self.inputs) if isinstance(self.inputs, Mapping) else {str(i): t for i, t in enumerate(self.inputs)}
+        ints = {k: t for k, t in named.items() if t.dim() == 2 and not t.is_floating_point() and t.dtype != torch.bool}
+        for k in ("input_ids", "ids", "tokens"):
+            if k in ints:
+                return ints[k]
+        rest = [t for k, t in ints.items() if k not in _MASK_NAMES]
+        return rest[0] if rest else None
+
+    def padding(self, pad_id: int = 0) -> Optional[Tensor]:
+        """``(N, T)`` True at padding positions of a text probe: where an ``attention_mask`` (or ``mask``)
+        input is 0, else where the ids equal ``pad_id``; None when the probe holds no ids."""
+        ids = self.token_ids()
+        if ids is None:
+            return None
+        if isinstance(self.inputs, Mapping):
+            for k in _MASK_NAMES:
+                m = self.inputs.get(k)
+                if isinstance(m, Tensor) and tuple(m.shape) == tuple(ids.shape):
+                    return m == 0
+        return ids == int(pad_id)
 
     @property
     def names(self) -> List[str]:

@@ -70,6 +70,8 @@ class XAICallback(Callback):
         on_error: str = "raise",
         dtype: Union[str, torch.dtype] = "float32",
         output: F.OutputSpec = None,
+        embedding: Optional[str] = None,
+        pad_id: int = 0,
     ) -> None:
         super().__init__()
         if probe is None and probe_required:
@@ -92,6 +94,12 @@ class XAICallback(Callback):
         self.probe: Any = probe
         #: which of the model's outputs is explained (``None``: the model returns one tensor)
         self.output = output
+        if embedding is not None and not isinstance(embedding, str):
+            raise TypeError(f"embedding must be the dotted name of an nn.Embedding, got {embedding!r}")
+        if isinstance(pad_id, bool) or not isinstance(pad_id, int):
+            raise TypeError(f"pad_id must be an int token id, got {pad_id!r}")
+        #: token ids: the embedding they are attributed at (None: found by itself) and the padding id
+        self.embedding, self.pad_id = embedding, pad_id
         self.target = target
         self.every_n_epochs = every_n_epochs
         #: rows per pass: ``chunk_size``, halved after an out-of-memory error, capped at the training batch
@@ -112,6 +120,20 @@ class XAICallback(Callback):
         #: the state before the first ``fit``: a callback reused in another ``fit`` starts from it again
         self._fresh: Any = None
 
+    def _tokens(self) -> Dict[str, Any]:
+        """``embedding=``/``pad_id=`` for the engine, only where they differ from the defaults."""
+        tokens: Dict[str, Any] = {}
+        if self.embedding is not None:
+            tokens["embedding"] = self.embedding
+        if self.pad_id != 0:
+            tokens["pad_id"] = self.pad_id
+        return tokens
+
+    def _padding(self) -> Optional[Tensor]:
+        """``(N, T)`` True at the padding positions of a probe of token ids (None for other probes)."""
+        probe = self.probe
+        return probe.padding(self.pad_id) if isinstance(probe, ProbeSet) else None
+
     def _check_structured(self, probe: Any) -> None:
         if isinstance(probe, ProbeSet) and probe.structured and not self.accepts_structured_probes:
             raise ValueError(
@@ -128,6 +150,7 @@ class XAICallback(Callback):
         fields: Dict[str, Any] = {"target": target_key(self.target), "dtype": str(self.dtype).replace("torch.", "")}
         if self.output is not None:  # absent by default: the keys of existing checkpoints stay
             fields["output"] = repr(F.output_key(self.output))
+        fields.update(self._tokens())
         return {"probe": self._probe_key, **fields}
 
     def declared_metrics(self) -> Tuple[str, ...]:
@@ -294,7 +317,7 @@ class XAICallback(Callback):
         shard = Shard(int(getattr(trainer, "global_rank", 0)), world, trainer.strategy.all_gather if world > 1 else None)
         return self._engine(trainer).attributions(
             pl_module, self.probe, calls, target=self.target, dtype=self.dtype, chunking=self.chunking,
-            shard=shard, step=trainer.global_step, output=self.output,
+            shard=shard, step=trainer.global_step, output=self.output, tokens=self._tokens(),
         )
 
     # ------------------------------------------------------------------ logging
@@ -392,7 +415,9 @@ class XAICallback(Callback):
         ):
             return
         try:
-            self._engine(trainer).trial(pl_module, probe, calls, target=self.target, dtype=self.dtype, output=self.output)
+            self._engine(trainer).trial(
+                pl_module, probe, calls, target=self.target, dtype=self.dtype, output=self.output, tokens=self._tokens()
+            )
         except Exception as err:  # noqa: BLE001 - re-raised with the fix
             name = getattr(err, "method", "?")
             options = dict(calls[name].options) if name in calls else {}

@@ -117,10 +117,12 @@ class AttributionMonitor(XAICallback):
         on_error: str = "raise",
         renderer: Optional[Renderer] = None,
         output: F.OutputSpec = None,
+        embedding: Optional[str] = None,
+        pad_id: int = 0,
     ) -> None:
         super().__init__(
             probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size, dtype=dtype, on_error=on_error,
-            output=output,
+            output=output, embedding=embedding, pad_id=pad_id,
         )
         self._calls = F.resolve_methods(methods)
         #: ``{method name: options}`` as configured (options checked against each method's signature)
@@ -168,15 +170,20 @@ class AttributionMonitor(XAICallback):
         maps = self._attributions(trainer, pl_module, self._calls)
         self.last_attributions = maps
         scalars: Dict[str, float] = {}
+        padding = self._padding()  # token ids: padding left out of the summaries
+
+        def valid(a: Tensor) -> Optional[Tensor]:
+            return None if padding is None or tuple(a.shape) != tuple(padding.shape) else ~padding
+
         for method, attr in maps.items():
             if isinstance(attr, Tensor):
-                for name, value in F.summarize(attr).items():
+                for name, value in F.summarize(attr, valid(attr)).items():
                     scalars[f"xai/attr/{method}/{name}"] = value
                 continue
             # several inputs: each attributed input's own summaries (their scales need not compare)
             for (_, part), label in zip(F.input_entries(attr), F.input_names(attr)):
                 if part is not None:
-                    for name, value in F.summarize(part).items():
+                    for name, value in F.summarize(part, valid(part)).items():
                         scalars[f"xai/attr/{method}/{label}/{name}"] = value
         sink = self._sink(trainer)
         sink.scalars(scalars)

@@ -116,10 +116,12 @@ class FeatureDriftMonitor(XAICallback):
         dtype: Union[str, torch.dtype] = "float32",
         on_error: str = "raise",
         output: F.OutputSpec = None,
+        embedding: Optional[str] = None,
+        pad_id: int = 0,
     ) -> None:
         super().__init__(
             probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size, dtype=dtype, on_error=on_error,
-            output=output,
+            output=output, embedding=embedding, pad_id=pad_id,
         )
         methods = F.resolve_methods(method)
         if len(methods) != 1:
@@ -303,6 +305,9 @@ class FeatureDriftMonitor(XAICallback):
         if not self._should_run(trainer) or trainer.current_epoch < self.warmup_epochs:
             return
         attr = self._attributions(trainer, pl_module, {self.method: self._call})[self.method]
+        padding = self._padding()
+        if padding is not None and tuple(attr.shape) == tuple(padding.shape):  # token ids: padding counts as 0
+            attr = attr.masked_fill(padding.to(attr.device), 0.0)
         self._publish(trainer, self.update(trainer.current_epoch, attr))
 
     def _publish(self, trainer: Any, scores: Mapping[str, float]) -> None:

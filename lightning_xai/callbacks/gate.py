@@ -135,10 +135,12 @@ class SanityGate(XAICallback):
         dtype: Union[str, torch.dtype] = "float32",
         on_error: str = "raise",
         output: F.OutputSpec = None,
+        embedding: Optional[str] = None,
+        pad_id: int = 0,
     ) -> None:
         super().__init__(
             probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size, dtype=dtype, on_error=on_error,
-            output=output,
+            output=output, embedding=embedding, pad_id=pad_id,
         )
         self.checks: List[C.Check] = C.validate(checks)
         if action not in ACTIONS:

@@ -41,6 +41,7 @@ from .structured import (
     map_tensors,
     take_rows,
 )
+from .tokens import attribute_tokens, find_embedding, has_token_inputs, token_inputs
 from .perturbation import (
     PERTURBATION_METHODS,
     count_features,
@@ -162,6 +163,10 @@ __all__ = [
     "select_model_output",
     "with_output",
     "attribute_structured",
+    "attribute_tokens",
+    "find_embedding",
+    "has_token_inputs",
+    "token_inputs",
     "call_model",
     "input_entries",
     "input_names",

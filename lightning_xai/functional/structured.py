@@ -156,6 +156,7 @@ def attribute_structured(
     per_input: bool = False,
     takes_shard: bool = False,
     shard: Optional[Tuple[int, int]] = None,
+    per_input_options: Optional[Mapping[Any, Mapping[str, Any]]] = None,
     **options: Any,
 ) -> Any:
     """``fn(model, x, target, **options)`` on structured ``inputs``; maps in the inputs' structure.
@@ -166,6 +167,7 @@ def attribute_structured(
         takes_shard: the method takes ``shard=(start, total)`` (SmoothGrad): rows run one at a time keep
             their place in the whole probe's random numbers.
         shard: this call's rows are rows ``start..`` of a ``total``-row probe.
+        per_input_options: with ``per_input``, options for one input (by key) over ``options``.
 
     Example:
         >>> import torch
@@ -194,18 +196,21 @@ def attribute_structured(
         shapes = [tuple(t.shape[1:]) for _, t in group]
         # one input at a time keeps its own shape (occlusion's windows are the input's); together: one flat tensor
         flat = group[0][1] if per_input else torch.cat([t.reshape(n, -1) for _, t in group], dim=1)
+        opts = dict(options)
+        if per_input and per_input_options:
+            opts.update(per_input_options.get(keys[0], {}))
         fixed = dict(riding)
         if per_input:
             fixed.update({k: t for k, t in attributed if k not in keys})
         if not fixed:
             extra = {"shard": (first, total)} if takes_shard and shard is not None else {}
-            out = fn(_Flat(model, inputs, keys, shapes, {}), flat, target, **options, **extra)
+            out = fn(_Flat(model, inputs, keys, shapes, {}), flat, target, **opts, **extra)
         else:
             parts = []
             for i in range(n):
                 wrapped = _Flat(model, inputs, keys, shapes, {k: t[i : i + 1] for k, t in fixed.items()})
                 extra = {"shard": (first + i, total)} if takes_shard else {}
-                parts.append(fn(wrapped, flat[i : i + 1], _row_target(target, i, n), **options, **extra))
+                parts.append(fn(wrapped, flat[i : i + 1], _row_target(target, i, n), **opts, **extra))
             out = torch.cat(parts)
         if not isinstance(out, Tensor) or out.shape != flat.shape:
             raise ValueError(
