@@ -39,6 +39,7 @@ from .structured import (
     inputs_to,
     is_structured,
     map_tensors,
+    structure_like,
     take_rows,
 )
 from .tokens import attribute_tokens, find_embedding, has_token_inputs, token_inputs
@@ -175,6 +176,7 @@ __all__ = [
     "inputs_to",
     "is_structured",
     "map_tensors",
+    "structure_like",
     "take_rows",
     "explaining",
     "named_modules",
