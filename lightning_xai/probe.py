@@ -146,6 +146,7 @@ class ProbeSet:
         targets: optional ``(N,)`` tensor of class indices (needed for ``target="true"``).
         masks: optional ground-truth masks, shaped like ``inputs`` or ``(N, 1, H, W)``/``(N, H, W)``.
         feature_names: optional names of the features of tabular inputs ``(N, F)``.
+        vocab, decode: for token ids, how the pictures show them: ``vocab[id]`` or ``decode(ids)``.
 
     Example:
         >>> import torch
@@ -166,7 +167,12 @@ class ProbeSet:
         feature_names: Optional[Sequence[str]] = None,
         *,
         indices: Optional[Sequence[int]] = None,
+        vocab: Optional[Sequence[str]] = None,
+        decode: Optional[Callable[[List[int]], Sequence[str]]] = None,
     ) -> None:
+        #: how token ids are shown: ``vocab[id]``, or ``decode(ids) -> tokens`` (pictures of text probes)
+        self.vocab: Optional[List[str]] = None if vocab is None else [str(v) for v in vocab]
+        self.decode = decode
         if _structured(inputs):
             inputs = self._check_structure(inputs, masks, feature_names)
             inputs_t = _tensors(inputs)[0]
@@ -381,13 +387,28 @@ class ProbeSet:
 
     @property
     def kind(self) -> str:
-        """``"image"`` for ``(N, C, H, W)``, ``"tabular"`` for ``(N, F)``, ``"structured"`` for several
-        inputs (a tuple or dict), else ``"other"``."""
+        """``"image"`` for ``(N, C, H, W)``, ``"tabular"`` for ``(N, F)``, ``"sequence"`` for floating
+        ``(N, C, T)``, ``"text"`` for integer ``(N, T)`` token ids, ``"structured"`` for several inputs (a
+        tuple or dict), else ``"other"``."""
         if self.structured:
             return "structured"
         if self.inputs.dim() == 2 and not self.inputs.is_floating_point() and self.inputs.dtype != torch.bool:
             return "text"
+        if self.inputs.dim() == 3 and self.inputs.is_floating_point():
+            return "sequence"
         return {4: "image", 2: "tabular"}.get(self.inputs.dim(), "other")
+
+    def tokens(self, i: int) -> List[str]:
+        """Sample ``i``'s tokens as text: through ``decode`` (ids -> list of strings), ``vocab[id]``, or the ids."""
+        ids = self.token_ids()
+        if ids is None:
+            raise ValueError(f"{self!r} holds no token ids")
+        row = [int(v) for v in ids[i].tolist()]
+        if self.decode is not None:
+            return [str(t) for t in self.decode(row)]
+        if self.vocab is not None:
+            return [self.vocab[v] if 0 <= v < len(self.vocab) else f"<{v}>" for v in row]
+        return [str(v) for v in row]
 
     def token_ids(self) -> Optional[Tensor]:
         """The ``(N, T)`` token ids of a text probe: the inputs themselves, or the integer entry named

@@ -283,8 +283,9 @@ class AttributionMonitor(XAICallback):
         if renderer is None:
             self._warn_once(
                 "kind",
-                f"AttributionMonitor: no picture for probe inputs of shape {tuple(self.probe.inputs.shape)}; "
-                "scalars are logged, images only for (N, C, H, W) and (N, F) probes (or pass renderer=...)",
+                f"AttributionMonitor: no picture for probe inputs of shape "
+                f"{F.map_tensors(lambda t: tuple(t.shape), self.probe.inputs)}; scalars are logged, images only for "
+                "(N, C, H, W), (N, F), (N, C, T) and token-id probes (or pass renderer=...)",
             )
             return None
         n = min(self.max_images, len(self.probe))
@@ -295,7 +296,7 @@ class AttributionMonitor(XAICallback):
             labels=self._labels(trainer, pl_module, n), mistakes=self._mistakes(trainer, pl_module, n),
             scale=lambda values: self._scale(trainer, method, values),
             describe_scale=lambda: self._scale_legend(method), signed=self._signed[method],
-            max_images=self.max_images, columns=self.GRID_COLUMNS,
+            max_images=self.max_images, columns=self.GRID_COLUMNS, padding=self._padding(),
         )
         return renderer.render(attr, ctx)
 

@@ -137,6 +137,8 @@ from .render import (
     is_signed,
     next_color_scale,
     overlay_grid,
+    sequence_chart,
+    token_chart,
     upsample_map,
     png_bytes,
 )
@@ -244,6 +246,8 @@ __all__ = [
     "is_signed",
     "next_color_scale",
     "overlay_grid",
+    "sequence_chart",
+    "token_chart",
     "upsample_map",
     "png_bytes",
     "entropy",
