@@ -112,6 +112,8 @@ def resolve_target(target: Any, outputs: Tensor, targets: Optional[Tensor] = Non
     if isinstance(target, str) and target == "true":
         if targets is None:
             raise ValueError("target='true' needs a probe with targets: build it with ProbeSet(inputs, targets)")
+        if targets.dim() == 2 and targets.shape[1] != classes:  # multi-hot rows: one weight per class
+            raise ValueError(f"multi-hot targets have {targets.shape[1]} classes, the model returns {classes}")
         return targets.to(outputs.device).long()
     if isinstance(target, int) and not isinstance(target, bool):
         return torch.full((n,), target, dtype=torch.long, device=outputs.device)
@@ -135,6 +137,45 @@ def resolve_target(target: Any, outputs: Tensor, targets: Optional[Tensor] = Non
 def _tokens_key(tokens: Mapping[str, Any]) -> Any:
     """A hashable key of ``embedding=``/``pad_id=`` (a module by its type: names are the usual form)."""
     return tuple(sorted((k, v if isinstance(v, (str, int, type(None))) else type(v).__qualname__) for k, v in tokens.items()))
+
+
+_LABELS_KEY = "__labels__"
+
+
+def _with_labels(x: Any, weights: Tensor) -> Any:
+    """The inputs with the multi-hot labels added as one more (riding) input."""
+    labels = weights.long()
+    if isinstance(x, dict):
+        return {**x, _LABELS_KEY: labels}
+    if isinstance(x, (tuple, list)):
+        return (*x, labels)
+    return (x, labels)
+
+
+class _SumOfLabels(nn.Module):
+    """``model`` whose output is the sum of the logits of each row's labels (the last input, multi-hot)."""
+
+    def __init__(self, model: nn.Module, template: Any) -> None:
+        super().__init__()
+        self._orig_mod = model
+        self.kind = "dict" if isinstance(template, dict) else "tuple" if isinstance(template, (tuple, list)) else "tensor"
+
+    def forward(self, *args: Tensor, **kw: Tensor) -> Tensor:
+        if self.kind == "dict":
+            labels = kw.pop(_LABELS_KEY)
+            out = self._orig_mod(**kw)
+        else:
+            *inputs, labels = args
+            out = self._orig_mod(*inputs)
+        return (out * labels.to(out.dtype)).sum(1)
+
+    def strip(self, maps: Any) -> Any:
+        """The maps of the model's own inputs (the labels' entry left out)."""
+        if self.kind == "tensor":
+            return maps[0]
+        if self.kind == "tuple":
+            return tuple(maps[:-1])
+        return {k: v for k, v in maps.items() if k != _LABELS_KEY}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -333,6 +374,9 @@ class AttributionEngine:
                 out = first_output(F.call_model(model, x), output)
             t = resolve_target(target, out, None if probe.targets is None else probe.targets[:1])
             explained = F.with_output(model, output)
+            if t is not None and t.dim() == 2:  # multi-label: the sum of the true labels' logits
+                explained = _SumOfLabels(explained, x)
+                x, t = _with_labels(x, t), None
             for name, call in todo.items():
                 try:
                     if call.method.shared_pass and not F.is_structured(x) and x.is_floating_point():
@@ -402,6 +446,13 @@ class AttributionEngine:
             return None if t is None else t[rows]
 
         result: Dict[str, Any] = {}
+        if isinstance(target, str) and target == "true" and probe.multilabel:
+            # multi-label: each sample's true labels together, the sum of their logits (the labels ride along)
+            weights = shard_target()
+            assert weights is not None and weights.dim() == 2
+            explained = _SumOfLabels(explained, xs)
+            xs = _with_labels(xs, weights)
+            x = xs
         # several inputs: each method on its own (the shared pass takes one tensor)
         shared = (
             [] if F.is_structured(x) or not x.is_floating_point() else [m for m, c in missing.items() if c.method.shared_pass]
@@ -439,7 +490,7 @@ class AttributionEngine:
         for m, call in missing.items():
             if m in result:
                 continue
-            ts = shard_target()
+            ts = None if isinstance(explained, _SumOfLabels) else shard_target()
             chunk = chunking.rows([call], n)
             extra: Dict[str, Any] = {"shard": (rows.start, n)} if shard.world > 1 else {}
             extra.update(tokens)
@@ -450,5 +501,7 @@ class AttributionEngine:
                     f"method {m!r} returned maps of shape {F.map_tensors(lambda t: tuple(t.shape), a)} for "
                     f"{rows_here} inputs; it must return one map per input row"
                 )
+            if isinstance(explained, _SumOfLabels):
+                a = explained.strip(a)
             result[m] = F.map_tensors(lambda t: shard.assemble(t.detach(), n), a)
         return result

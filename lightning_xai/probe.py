@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Mapping
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -193,9 +194,18 @@ class ProbeSet:
         self._targets: Optional[Tensor] = None
         if targets is not None:
             t = _as_tensor(targets)
-            if t is None or t.reshape(-1).shape[0] != n:
-                raise ValueError(f"ProbeSet targets must be {n} values, one per input; got {targets!r:.80}")
-            self._targets = t.detach().reshape(-1).clone()
+            if t is not None and t.dim() == 2 and t.shape[0] == n and t.shape[1] > 1:
+                # multi-label: one multi-hot row per input
+                if not bool(((t == 0) | (t == 1)).all()):
+                    raise ValueError("ProbeSet targets of shape (N, classes) must be multi-hot (0/1 per class)")
+                self._targets = t.detach().clone()
+            else:
+                if t is None or t.reshape(-1).shape[0] != n:
+                    raise ValueError(
+                        f"ProbeSet targets must be {n} values, one per input (or (N, classes) multi-hot rows); "
+                        f"got {targets!r:.80}"
+                    )
+                self._targets = t.detach().reshape(-1).clone()
         self._masks: Optional[Tensor] = None
         if masks is not None:
             m = _as_tensor(masks)
@@ -259,6 +269,11 @@ class ProbeSet:
         return self._targets
 
     @property
+    def multilabel(self) -> bool:
+        """True when the targets are ``(N, classes)`` multi-hot rows (several labels per sample)."""
+        return self._targets is not None and self._targets.dim() == 2
+
+    @property
     def masks(self) -> Optional[Tensor]:
         """Ground-truth masks, or None (read-only attribute)."""
         return self._masks
@@ -304,6 +319,14 @@ class ProbeSet:
             )
         g = torch.Generator().manual_seed(int(seed))
         labels = _dataset_targets(dataset, input_key, target_key, mask_key) if stratify else None
+        if labels is not None and labels.is_floating_point():
+            if not bool((labels == labels.round()).all()):  # regression targets: no classes to balance
+                warnings.warn(
+                    "ProbeSet.from_dataset: the targets are real numbers, not class indices; the probe is drawn "
+                    "without stratification (pass stratify=False to say so)",
+                    stacklevel=2,
+                )
+                labels = None
         if labels is not None:
             chosen = _stratified(labels, n, g)
         else:
@@ -370,7 +393,10 @@ class ProbeSet:
             inputs = tuple(torch.stack([x[j] for x, _, _ in items]) for j in range(len(first)))
         else:
             inputs = torch.stack([x for x, _, _ in items])
-        targets = torch.stack([y.reshape(()) for _, y, _ in items]) if all(y is not None for _, y, _ in items) else None
+        targets = (
+            torch.stack([y.reshape(()) if y.numel() == 1 else y.reshape(-1) for _, y, _ in items])
+            if all(y is not None for _, y, _ in items) else None
+        )
         masks = torch.stack([m for _, _, m in items]) if all(m is not None for _, _, m in items) else None
         return cls(inputs, targets, masks, feature_names, indices=indices)
 
@@ -528,13 +554,13 @@ def _dataset_targets(dataset: Any, input_key: InputKey, target_key: Key, mask_ke
     if len(dataset) == 0:
         return None
     _, y0, _ = split_item(dataset[0], input_key, target_key, mask_key)
-    if y0 is None or y0.numel() != 1 or y0.is_floating_point():
+    if y0 is None or y0.numel() != 1:
         return None
     ys = []
     for i in range(len(dataset)):
         _, y, _ = split_item(dataset[i], input_key, target_key, mask_key)
-        ys.append(int(y))  # type: ignore[arg-type]
-    return torch.tensor(ys)
+        ys.append(float(y) if y0.is_floating_point() else int(y))  # type: ignore[arg-type]
+    return torch.tensor(ys)  # real numbers (regression targets) are drawn unstratified, with a notice
 
 
 def _stratified(labels: Tensor, n: int, g: torch.Generator) -> List[int]:

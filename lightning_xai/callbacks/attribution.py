@@ -263,7 +263,8 @@ class AttributionMonitor(XAICallback):
         for i in range(n):
             parts = []
             if self.probe.targets is not None:
-                parts.append(f"y={int(self.probe.targets[i])}")
+                y = self.probe.targets[i]
+                parts.append(f"y={int(y)}" if y.dim() == 0 else "y={" + ",".join(str(c) for c in y.nonzero().flatten().tolist()) + "}")
             if pred is not None:
                 parts.append(f"p={pred[i]}")
             labels.append("  ".join(parts))
@@ -272,7 +273,7 @@ class AttributionMonitor(XAICallback):
     def _mistakes(self, trainer: Any, pl_module: Any, n: int) -> Optional[List[bool]]:
         assert self.probe is not None
         out = self._outputs(trainer, pl_module)
-        if self.probe.targets is None or out.dim() != 2 or out.shape[1] < 2:
+        if self.probe.targets is None or self.probe.multilabel or out.dim() != 2 or out.shape[1] < 2:
             return None
         pred = out.argmax(1)[:n].cpu()
         return (pred != self.probe.targets[:n].to(pred.device).long()).tolist()
