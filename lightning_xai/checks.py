@@ -66,6 +66,7 @@ __all__ = [
     "RelevanceMass",
     "PointingGame",
     "SpuriousRegion",
+    "TokenMass",
     "Completeness",
     "DeadUnits",
     "Drift",
@@ -608,6 +609,55 @@ class SpuriousRegion(_MethodCheck):
         attr = ctx.attributions(self.method)
         mass = F.region_mass(attr, self.region.to(attr.device))
         return self._at_most(_mean(mass), self.max_mass, f"share of |{_method_label(self.method)}| inside the region")
+
+
+class TokenMass(_MethodCheck):
+    """At most ``max_mass`` of a sequence's ``|attr|`` may lie on ``tokens`` (a planted shortcut token, a
+    name, a source tag ...), for probes of token ids.
+
+    The value is the mean, over the probe samples that hold one of the tokens, of the share of the
+    sample's ``|attr|`` on those tokens; padding (``pad_id``) is left out. Maps of token ids have one
+    value per token (see :mod:`lightning_xai.functional.tokens`).
+
+    Example:
+        >>> TokenMass(tokens=[7], method="integrated_gradients", max_mass=0.3).name
+        'token_mass/integrated_gradients'
+    """
+
+    default_name = "token_mass"
+
+    def __init__(
+        self, tokens: Union[int, Sequence[int]], method: MethodSpec = "integrated_gradients", max_mass: float = 0.3,
+        pad_id: int = 0, name: Optional[str] = None,
+    ) -> None:
+        ids = [tokens] if isinstance(tokens, int) else list(tokens)
+        if not ids or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+            raise TypeError(f"tokens must be a token id or a list of them, got {tokens!r}")
+        super().__init__(method, name)
+        self.tokens = ids
+        self.max_mass = _number(max_mass, "max_mass", 0.0, 1.0)
+        self.pad_id = int(pad_id)
+
+    def setup(self, setup: CheckSetup) -> None:
+        if setup.probe.token_ids() is None:
+            raise ValueError(f"{self.name} needs a probe of token ids ((N, T) integers), got {setup.probe!r}")
+
+    def evaluate(self, ctx: CheckContext) -> CheckResult:
+        ids = ctx.probe.token_ids()
+        assert ids is not None
+        attr = ctx.attributions(self.method)
+        if isinstance(attr, Tensor) and tuple(attr.shape) == tuple(ids.shape):
+            a = attr.detach().double().abs()
+        else:
+            raise ValueError(f"{self.name}: maps of shape {tuple(getattr(attr, 'shape', ()))} are not one value per token")
+        ids = ids.to(a.device)
+        a = a.masked_fill(ids == self.pad_id, 0.0)
+        hit = torch.isin(ids, torch.tensor(self.tokens, device=ids.device))
+        rows = hit.any(1)
+        if not bool(rows.any()):
+            return CheckResult(self.name, 0.0, True, f"{self.name}: no probe sample holds tokens {self.tokens}")
+        share = (a * hit).sum(1) / a.sum(1).clamp_min(1e-12)
+        return self._at_most(_mean(share[rows]), self.max_mass, f"share of |{_method_label(self.method)}| on tokens {self.tokens}")
 
 
 # ----------------------------------------------------------------------------------------------

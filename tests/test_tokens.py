@@ -151,3 +151,18 @@ def test_monitors_leave_padding_out(tmp_path):
     expected = F.summarize(maps, ~probe.padding())
     assert tr.callback_metrics["xai/attr/saliency/gini"].item() == pytest.approx(expected["gini"], rel=1e-5)
     assert expected["gini"] != pytest.approx(F.summarize(maps)["gini"], rel=1e-3)
+
+
+def test_token_mass_check_measures_the_share_on_given_tokens():
+    from lightning_xai import checks
+
+    net, ids, y = TextNet(), _ids(), torch.tensor([0, 1, 2, 0])
+    probe = ProbeSet(ids, targets=y)
+    token = int(ids[0, 0])
+    (result,) = checks.run([checks.TokenMass([token], "saliency", max_mass=1.0)], net, probe, target="true")
+    maps = _layer("saliency", net, ids, y).abs().masked_fill(ids == 0, 0.0)
+    rows = (ids == token).any(1)
+    expected = ((maps * (ids == token)).sum(1) / maps.sum(1))[rows].mean()
+    assert result.passed and result.value == pytest.approx(float(expected), rel=1e-5)
+    with pytest.raises(ValueError, match="token ids"):
+        checks.run([checks.TokenMass([1])], nn.Linear(3, 2), ProbeSet(torch.randn(2, 3)))
