@@ -48,7 +48,7 @@ def _tensors(x: Any) -> List[Tensor]:
     return [x]
 
 
-def _map(fn: Callable[[Tensor], Tensor], x: Any) -> Any:
+def _map(fn: Callable[[Tensor], Any], x: Any) -> Any:
     if isinstance(x, Mapping):
         return {k: fn(v) for k, v in x.items()}
     if isinstance(x, (tuple, list)):
@@ -176,7 +176,7 @@ class ProbeSet:
         self.decode = decode
         if _structured(inputs):
             inputs = self._check_structure(inputs, masks, feature_names)
-            inputs_t = _tensors(inputs)[0]
+            inputs_t: Optional[Tensor] = _tensors(inputs)[0]
         else:
             inputs_t = _as_tensor(inputs)
         if inputs_t is None:
@@ -393,11 +393,12 @@ class ProbeSet:
             inputs = tuple(torch.stack([x[j] for x, _, _ in items]) for j in range(len(first)))
         else:
             inputs = torch.stack([x for x, _, _ in items])
+        ys = [y for _, y, _ in items if y is not None]
         targets = (
-            torch.stack([y.reshape(()) if y.numel() == 1 else y.reshape(-1) for _, y, _ in items])
-            if all(y is not None for _, y, _ in items) else None
+            torch.stack([y.reshape(()) if y.numel() == 1 else y.reshape(-1) for y in ys]) if len(ys) == len(items) else None
         )
-        masks = torch.stack([m for _, _, m in items]) if all(m is not None for _, _, m in items) else None
+        ms = [m for _, _, m in items if m is not None]
+        masks = torch.stack(ms) if len(ms) == len(items) else None
         return cls(inputs, targets, masks, feature_names, indices=indices)
 
     # ---------------------------------------------------------------------------------- use

@@ -65,6 +65,7 @@ def token_inputs(model: nn.Module, inputs: Any, embedding: Union[None, str, nn.M
     """``(key, name, module)``: which input the embedding reads (its key in the structure, ``None`` for one
     tensor), found by running the model on the first sample with a hook on the embedding."""
     name, emb = find_embedding(model, embedding)
+    candidates: List[Tuple[str, nn.Module]]
     if embedding is None:  # several embeddings: the first one that reads an input
         candidates = [(n, m) for n, m in named_modules(model).items() if isinstance(m, nn.Embedding)]
     else:
