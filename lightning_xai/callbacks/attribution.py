@@ -78,6 +78,11 @@ class AttributionMonitor(XAICallback):
         on_error: ``"raise"`` (default) or ``"warn"``: a failure inside an epoch warns and training
             goes on, the callback's state intact (single process; under DDP a failure raises, since a
             rank that skipped would leave the others waiting).
+        output: which of the model's outputs is explained when it returns a tuple, dict or object: an
+            index, a key or attribute name, or ``fn(outputs) -> (N,) or (N, classes)``.
+        embedding, pad_id: for token ids, the dotted name of the ``nn.Embedding`` they are attributed
+            at (default: the one that reads them) and the padding id (the baseline; left out of the
+            summaries).
 
     Example:
         >>> import torch, pytorch_lightning as pl

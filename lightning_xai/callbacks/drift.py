@@ -87,6 +87,11 @@ class FeatureDriftMonitor(XAICallback):
         chunk_size: rows per forward+backward pass (default: the probe size).
         dtype: precision of the attributions (``"float32"`` default), as in ``AttributionMonitor``.
         on_error: ``"raise"`` (default) or ``"warn"``: a failure inside an epoch warns and training goes on.
+        output: which of the model's outputs is explained when it returns a tuple, dict or object: an
+            index, a key or attribute name, or ``fn(outputs) -> (N,) or (N, classes)``.
+        embedding, pad_id: for token ids, the dotted name of the ``nn.Embedding`` they are attributed
+            at (default: the one that reads them) and the padding id (the baseline; zeroed before
+            the importances).
 
     Example:
         >>> import torch, pytorch_lightning as pl

@@ -104,6 +104,10 @@ class SanityGate(XAICallback):
             check that raises is a failed check, its reason naming the error, so every rank reaches a
             decision) warns and training goes on. A report file that cannot be written is always a
             warning that names the path and the fix, never a dead run.
+        output: which of the model's outputs is explained when it returns a tuple, dict or object: an
+            index, a key or attribute name, or ``fn(outputs) -> (N,) or (N, classes)``.
+        embedding, pad_id: for token ids, the dotted name of the ``nn.Embedding`` they are attributed
+            at (default: the one that reads them) and the padding id (the baseline).
 
     Example:
         >>> import torch, pytorch_lightning as pl
