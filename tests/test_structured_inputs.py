@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 
 from lightning_xai import ProbeSet, ProbeSpec
 from lightning_xai import functional as F
-from lightning_xai.callbacks import AttributionMonitor, FeatureDriftMonitor
+from lightning_xai.callbacks import AttributionMonitor, FeatureDriftMonitor, SanityGate
 from lightning_xai.engine import AttributionEngine, Shard
 
 from .fixtures import trainer
@@ -158,7 +158,8 @@ def test_attribution_monitor_summarises_each_input(tmp_path):
     ds = TensorDataset(image, meta, mask, y)
     probe = ProbeSet((image[:4], meta[:4], mask[:4]), targets=y[:4])
     monitor = AttributionMonitor(probe, methods=["saliency", "integrated_gradients"], target="true")
-    tr = trainer(tmp_path, [monitor], max_epochs=1)
+    drift = FeatureDriftMonitor(probe, method="saliency", target="true")
+    tr = trainer(tmp_path, [monitor, drift], max_epochs=2)
     model = LitTwo()
     tr.fit(model, DataLoader(ds, batch_size=4), DataLoader(ds, batch_size=4))
     keys = set(tr.callback_metrics)
@@ -166,5 +167,11 @@ def test_attribution_monitor_summarises_each_input(tmp_path):
     assert not any(k.startswith("xai/attr/saliency/input2") for k in keys)  # the mask rides along
     ref = F.attribute(model.net, probe.inputs, probe.targets, "saliency")
     assert torch.allclose(monitor.last_attributions["saliency"][0], ref[0], atol=1e-6)
+    # drift over the attributed inputs' features, concatenated: 36 image pixels then 4 metadata values
+    assert len(drift.history) == 2 and drift._names[0] == "input0/f0" and drift._names[-1] == "input1/f3"
+    assert len(drift._names) == 36 + 4
+    assert any(k.startswith("xai/drift/saliency/") for k in tr.callback_metrics)
     with pytest.raises(ValueError, match="does not yet explain probes of several inputs"):
-        FeatureDriftMonitor(probe, method="saliency")
+        SanityGate(probe, checks=[])
+    with pytest.raises(ValueError, match="reference needs a probe of one input"):
+        FeatureDriftMonitor(probe, method="saliency", reference=torch.zeros(40))

@@ -104,6 +104,9 @@ class FeatureDriftMonitor(XAICallback):
 
     dashboard_categories = ("Drift",)
 
+    #: several inputs: drift over the attributed inputs' features, concatenated (``<input>/f<i>``)
+    accepts_structured_probes = True
+
     def __init__(
         self,
         probe: Union[ProbeSet, ProbeSpec],
@@ -189,6 +192,14 @@ class FeatureDriftMonitor(XAICallback):
         """Names from the probe; a tensor or file reference is checked against it (now, or at setup for a spec)."""
         probe = self.probe
         assert isinstance(probe, ProbeSet)
+        if probe.structured:  # several inputs: named from the first maps (the attributed inputs' features)
+            if self._pending_reference is not None:
+                raise ValueError(
+                    "FeatureDriftMonitor: a tensor or file reference needs a probe of one input; with several "
+                    "inputs use reference='first' or 'epoch:N'"
+                )
+            self._names, self._tag_names = [], []
+            return
         self._names = F.importance_names(
             tuple(probe.inputs.shape[1:]), self.grid, probe.feature_names if probe.kind == "tabular" else None
         )
@@ -311,9 +322,27 @@ class FeatureDriftMonitor(XAICallback):
             return
         attr = self._attributions(trainer, pl_module, {self.method: self._call})[self.method]
         padding = self._padding()
-        if padding is not None and tuple(attr.shape) == tuple(padding.shape):  # token ids: padding counts as 0
+        if not isinstance(attr, Tensor):
+            attr = self._concatenated(attr, padding)
+        elif padding is not None and tuple(attr.shape) == tuple(padding.shape):  # token ids: padding counts as 0
             attr = attr.masked_fill(padding.to(attr.device), 0.0)
         self._publish(trainer, self.update(trainer.current_epoch, attr))
+
+    def _concatenated(self, maps: Any, padding: Optional[Tensor]) -> Tensor:
+        """Maps of several inputs as one ``(N, features)`` tensor: each attributed input's features in
+        turn, named ``<input>/f<i>`` (token ids: padding counts as 0)."""
+        parts, names = [], []
+        for (_, part), label in zip(F.input_entries(maps), F.input_names(maps)):
+            if part is None:
+                continue
+            if padding is not None and tuple(part.shape) == tuple(padding.shape):
+                part = part.masked_fill(padding.to(part.device), 0.0)
+            flat = part.reshape(part.shape[0], -1)
+            parts.append(flat)
+            names.extend(f"{label}/f{i}" for i in range(flat.shape[1]))
+        if names != self._names:
+            self._names, self._tag_names = names, tag_names(names)
+        return torch.cat(parts, dim=1)
 
     def _publish(self, trainer: Any, scores: Mapping[str, float]) -> None:
         sink = self._sink(trainer)
