@@ -66,6 +66,7 @@ __all__ = [
     "RelevanceMass",
     "PointingGame",
     "SpuriousRegion",
+    "TokenMass",
     "Completeness",
     "DeadUnits",
     "Drift",
@@ -176,8 +177,12 @@ class CheckContext:
         trainer: Any = None,
         chunk_size: Optional[int] = None,
         chunking: Optional[Chunking] = None,
+        output: F.OutputSpec = None,
     ) -> None:
+        F.check_output_spec(output)
         self.model = model
+        #: which of the model's outputs is explained (``None``: the model returns one tensor)
+        self.output = output
         self.probe = probe
         self.trainer = trainer
         self.metrics: Mapping[str, Any] = {} if metrics is None else metrics
@@ -208,7 +213,7 @@ class CheckContext:
         if self._outputs is None:
             with F.explaining(self.model), torch.no_grad():
                 out = self.model(self.inputs)
-            self._outputs = first_output(out).detach()
+            self._outputs = first_output(out, self.output).detach()
         return self._outputs
 
     def selected_outputs(self, inputs: Optional[Tensor] = None) -> Tensor:
@@ -217,7 +222,7 @@ class CheckContext:
             out = self.outputs
         else:
             with F.explaining(self.model), torch.no_grad():
-                out = first_output(self.model(inputs))
+                out = first_output(self.model(inputs), self.output)
         return F.select_output(out.detach(), self.target)
 
     def explainer(self, method: MethodSpec) -> Callable[[nn.Module, Tensor, Optional[Tensor]], Tensor]:
@@ -225,7 +230,10 @@ class CheckContext:
         call = _parse_method(method)
         chunking = self.chunking
 
+        output = self.output
+
         def explain(model: nn.Module, x: Tensor, t: Optional[Tensor]) -> Tensor:
+            model = F.with_output(model, output)  # layer names stay the model's own
             if not call.method.accepts("chunk_size"):
                 return call(model, x, t)
             n = x.shape[0]
@@ -613,6 +621,55 @@ class SpuriousRegion(_MethodCheck):
         return self._at_most(_mean(mass), self.max_mass, f"share of |{_method_label(self.method)}| inside the region")
 
 
+class TokenMass(_MethodCheck):
+    """At most ``max_mass`` of a sequence's ``|attr|`` may lie on ``tokens`` (a planted shortcut token, a
+    name, a source tag ...), for probes of token ids.
+
+    The value is the mean, over the probe samples that hold one of the tokens, of the share of the
+    sample's ``|attr|`` on those tokens; padding (``pad_id``) is left out. Maps of token ids have one
+    value per token (see :mod:`lightning_xai.functional.tokens`).
+
+    Example:
+        >>> TokenMass(tokens=[7], method="integrated_gradients", max_mass=0.3).name
+        'token_mass/integrated_gradients'
+    """
+
+    default_name = "token_mass"
+
+    def __init__(
+        self, tokens: Union[int, Sequence[int]], method: MethodSpec = "integrated_gradients", max_mass: float = 0.3,
+        pad_id: int = 0, name: Optional[str] = None,
+    ) -> None:
+        ids = [tokens] if isinstance(tokens, int) else list(tokens)
+        if not ids or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+            raise TypeError(f"tokens must be a token id or a list of them, got {tokens!r}")
+        super().__init__(method, name)
+        self.tokens = ids
+        self.max_mass = _number(max_mass, "max_mass", 0.0, 1.0)
+        self.pad_id = int(pad_id)
+
+    def setup(self, setup: CheckSetup) -> None:
+        if setup.probe.token_ids() is None:
+            raise ValueError(f"{self.name} needs a probe of token ids ((N, T) integers), got {setup.probe!r}")
+
+    def evaluate(self, ctx: CheckContext) -> CheckResult:
+        ids = ctx.probe.token_ids()
+        assert ids is not None
+        attr = ctx.attributions(self.method)
+        if isinstance(attr, Tensor) and tuple(attr.shape) == tuple(ids.shape):
+            a = attr.detach().double().abs()
+        else:
+            raise ValueError(f"{self.name}: maps of shape {tuple(getattr(attr, 'shape', ()))} are not one value per token")
+        ids = ids.to(a.device)
+        a = a.masked_fill(ids == self.pad_id, 0.0)
+        hit = torch.isin(ids, torch.tensor(self.tokens, device=ids.device))
+        rows = hit.any(1)
+        if not bool(rows.any()):
+            return CheckResult(self.name, 0.0, True, f"{self.name}: no probe sample holds tokens {self.tokens}")
+        share = (a * hit).sum(1) / a.sum(1).clamp_min(1e-12)
+        return self._at_most(_mean(share[rows]), self.max_mass, f"share of |{_method_label(self.method)}| on tokens {self.tokens}")
+
+
 # ----------------------------------------------------------------------------------------------
 # completeness
 # ----------------------------------------------------------------------------------------------
@@ -967,13 +1024,16 @@ def run(
     probe: ProbeSet,
     target: Any = "predicted",
     metrics: Optional[Mapping[str, Any]] = None,
+    output: F.OutputSpec = None,
 ) -> List[CheckResult]:
     """Set up and evaluate ``checks`` on ``model`` and ``probe`` without a trainer.
+
+    ``output`` selects the explained tensor when the model returns a tuple, dict or object.
 
     ``metrics`` stands in for ``trainer.callback_metrics`` (for :class:`DeadUnits` and :class:`Drift`).
     """
     checks = validate(checks)
-    ctx = CheckContext(model, probe, target=target, metrics=metrics)
+    ctx = CheckContext(model, probe, target=target, metrics=metrics, output=output)
     out = ctx.outputs
     classes = out.shape[1] if out.dim() == 2 and out.shape[1] > 1 else None
     setup = CheckSetup(probe=probe, model=model, classes=classes)

@@ -89,9 +89,10 @@ def target_key(target: Any) -> Any:
     return ("callable", getattr(target, "__module__", ""), getattr(target, "__qualname__", type(target).__qualname__))
 
 
-def first_output(out: Any) -> Tensor:
-    """The tensor a model's forward returned (the first element of a tuple or list)."""
-    return out[0] if isinstance(out, (tuple, list)) else out
+def first_output(out: Any, output: F.OutputSpec = None) -> Tensor:
+    """The explained tensor of what a model's forward returned (:func:`~lightning_xai.functional.select_model_output`):
+    the tensor itself with ``output=None`` (a tuple, dict or object is then an error naming ``output=``)."""
+    return F.select_model_output(out, output)
 
 
 def resolve_target(target: Any, outputs: Tensor, targets: Optional[Tensor] = None) -> Optional[Tensor]:
@@ -111,6 +112,8 @@ def resolve_target(target: Any, outputs: Tensor, targets: Optional[Tensor] = Non
     if isinstance(target, str) and target == "true":
         if targets is None:
             raise ValueError("target='true' needs a probe with targets: build it with ProbeSet(inputs, targets)")
+        if targets.dim() == 2 and targets.shape[1] != classes:  # multi-hot rows: one weight per class
+            raise ValueError(f"multi-hot targets have {targets.shape[1]} classes, the model returns {classes}")
         return targets.to(outputs.device).long()
     if isinstance(target, int) and not isinstance(target, bool):
         return torch.full((n,), target, dtype=torch.long, device=outputs.device)
@@ -129,6 +132,50 @@ def resolve_target(target: Any, outputs: Tensor, targets: Optional[Tensor] = Non
             f"one class index in 0..{classes - 1} per probe sample ({n})"
         )
     return t
+
+
+def _tokens_key(tokens: Mapping[str, Any]) -> Any:
+    """A hashable key of ``embedding=``/``pad_id=`` (a module by its type: names are the usual form)."""
+    return tuple(sorted((k, v if isinstance(v, (str, int, type(None))) else type(v).__qualname__) for k, v in tokens.items()))
+
+
+_LABELS_KEY = "__labels__"
+
+
+def _with_labels(x: Any, weights: Tensor) -> Any:
+    """The inputs with the multi-hot labels added as one more (riding) input."""
+    labels = weights.long()
+    if isinstance(x, dict):
+        return {**x, _LABELS_KEY: labels}
+    if isinstance(x, (tuple, list)):
+        return (*x, labels)
+    return (x, labels)
+
+
+class _SumOfLabels(nn.Module):
+    """``model`` whose output is the sum of the logits of each row's labels (the last input, multi-hot)."""
+
+    def __init__(self, model: nn.Module, template: Any) -> None:
+        super().__init__()
+        self._orig_mod = model
+        self.kind = "dict" if isinstance(template, dict) else "tuple" if isinstance(template, (tuple, list)) else "tensor"
+
+    def forward(self, *args: Tensor, **kw: Tensor) -> Tensor:
+        if self.kind == "dict":
+            labels = kw.pop(_LABELS_KEY)
+            out = self._orig_mod(**kw)
+        else:
+            *inputs, labels = args
+            out = self._orig_mod(*inputs)
+        return (out * labels.to(out.dtype)).sum(1)
+
+    def strip(self, maps: Any) -> Any:
+        """The maps of the model's own inputs (the labels' entry left out)."""
+        if self.kind == "tensor":
+            return maps[0]
+        if self.kind == "tuple":
+            return tuple(maps[:-1])
+        return {k: v for k, v in maps.items() if k != _LABELS_KEY}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,36 +311,44 @@ class AttributionEngine:
 
     # ------------------------------------------------------------------ keys
     @staticmethod
-    def outputs_key(probe: ProbeSet, dtype: torch.dtype, step: int = 0) -> Any:
-        return ("__outputs__", probe.fingerprint(), str(dtype), int(step))
+    def outputs_key(probe: ProbeSet, dtype: torch.dtype, step: int = 0, output: Any = None) -> Any:
+        key = ("__outputs__", probe.fingerprint(), str(dtype), int(step))
+        return key if output is None else key + (F.output_key(output),)
 
     @staticmethod
-    def attribution_key(call: MethodCall, probe: ProbeSet, target: Any, dtype: torch.dtype, step: int = 0) -> Any:
-        return ("attr", call.key, probe.fingerprint(), target_key(target), str(dtype), int(step))
+    def attribution_key(
+        call: MethodCall, probe: ProbeSet, target: Any, dtype: torch.dtype, step: int = 0, output: Any = None
+    ) -> Any:
+        key = ("attr", call.key, probe.fingerprint(), target_key(target), str(dtype), int(step))
+        return key if output is None else key + (F.output_key(output),)
 
     # ------------------------------------------------------------------ outputs
     def outputs(
         self, model: nn.Module, probe: ProbeSet, *, dtype: torch.dtype = torch.float32,
-        chunking: Optional[Chunking] = None, step: int = 0,
+        chunking: Optional[Chunking] = None, step: int = 0, output: F.OutputSpec = None,
     ) -> Tensor:
-        """The model's outputs on the probe (eval mode, no grad), once per step; taps watch this pass."""
+        """The model's outputs on the probe (eval mode, no grad), once per step; taps watch this pass.
+
+        ``output`` selects the explained tensor when the model returns a tuple, dict or object."""
         chunking = chunking or Chunking()
-        key = self.outputs_key(probe, dtype, step)
+        key = self.outputs_key(probe, dtype, step, output)
 
         def compute() -> Tensor:
             x = probe.inputs_for(model)
             taps = self.taps_for(probe.fingerprint())
+            n = F.input_rows(x)
 
             def attempt(c: int) -> Tuple[Tensor, List[Tuple[Any, Any]]]:
                 with ExitStack() as stack:  # fresh watchers for each attempt: a retry never double-counts
                     watchers = [(k, stack.enter_context(factory(model))) for k, factory in taps]
-                    out = torch.cat([first_output(model(x[s : s + c])) for s in range(0, x.shape[0], c)])
+                    out = torch.cat(
+                        [first_output(F.call_model(model, F.take_rows(x, slice(s, s + c))), output) for s in range(0, n, c)]
+                    )
                 return out, watchers
 
-            with F.computing_in(model, dtype, x.device.type) as in_dtype, F.explaining(model), torch.no_grad():
-                if x.is_floating_point():
-                    x = x.to(in_dtype)
-                out, watchers = chunking.run(attempt, chunking.current, x.shape[0])
+            with F.computing_in(model, dtype, F.inputs_device(x).type) as in_dtype, F.explaining(model), torch.no_grad():
+                x = F.inputs_to(x, in_dtype)
+                out, watchers = chunking.run(attempt, chunking.current, n)
             for k, watcher in watchers:
                 self.put(k, watcher)
             return out.detach()
@@ -303,31 +358,36 @@ class AttributionEngine:
     # ------------------------------------------------------------------ trial
     def trial(
         self, model: nn.Module, probe: ProbeSet, calls: Mapping[str, MethodCall], *, target: Any = "predicted",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype = torch.float32, output: F.OutputSpec = None, tokens: Optional[Mapping[str, Any]] = None,
     ) -> None:
         """Run each method once on the probe's first sample, once per (method, options, target): what fails
         here would fail at every epoch. A failure is re-raised with the method's name as ``err.method``."""
-        todo = {m: c for m, c in calls.items() if (id(model), c.key, target_key(target)) not in self._tried}
+        tokens = dict(tokens or {})
+        tried = lambda c: (id(model), c.key, target_key(target), F.output_key(output), _tokens_key(tokens))  # noqa: E731
+        todo = {m: c for m, c in calls.items() if tried(c) not in self._tried}
         if not todo:
             return
-        x = probe.inputs_for(model)[:1]
-        with F.computing_in(model, dtype, x.device.type) as in_dtype:
-            if x.is_floating_point():
-                x = x.to(in_dtype)
+        x = F.take_rows(probe.inputs_for(model), slice(0, 1))
+        with F.computing_in(model, dtype, F.inputs_device(x).type) as in_dtype:
+            x = F.inputs_to(x, in_dtype)
             with F.explaining(model), torch.no_grad():
-                out = first_output(model(x))
+                out = first_output(F.call_model(model, x), output)
             t = resolve_target(target, out, None if probe.targets is None else probe.targets[:1])
+            explained = F.with_output(model, output)
+            if t is not None and t.dim() == 2:  # multi-label: the sum of the true labels' logits
+                explained = _SumOfLabels(explained, x)
+                x, t = _with_labels(x, t), None
             for name, call in todo.items():
                 try:
-                    if call.method.shared_pass:
+                    if call.method.shared_pass and not F.is_structured(x) and x.is_floating_point():
                         opts = {k: v for k, v in call.options.items() if k in ("layer", "upsample")}
-                        F.attribute_many(model, x, t, [name], **opts)
+                        F.attribute_many(explained, x, t, [name], **opts)
                     else:
-                        call(model, x, t, chunk_size=1)
+                        call(explained, x, t, chunk_size=1, **tokens)
                 except Exception as err:
                     err.method = name  # type: ignore[attr-defined]
                     raise
-                self._tried.add((id(model), call.key, target_key(target)))
+                self._tried.add(tried(call))
 
     # ------------------------------------------------------------------ attributions
     def attributions(
@@ -341,18 +401,24 @@ class AttributionEngine:
         chunking: Optional[Chunking] = None,
         shard: Shard = Shard(),
         step: int = 0,
-    ) -> Dict[str, Tensor]:
-        """``{name: maps}`` of the whole probe for each method call (see the module docstring)."""
+        output: F.OutputSpec = None,
+        tokens: Optional[Mapping[str, Any]] = None,
+    ) -> Dict[str, Any]:
+        """``{name: maps}`` of the whole probe for each method call (see the module docstring); ``output``
+        selects the explained tensor when the model returns a tuple, dict or object; ``tokens`` holds
+        ``embedding=`` and ``pad_id=`` for probes of token ids."""
         chunking = chunking or Chunking()
-        keys = {m: self.attribution_key(c, probe, target, dtype, step) for m, c in calls.items()}
+        tokens = dict(tokens or {})
+        keys = {m: self.attribution_key(c, probe, target, dtype, step, output) for m, c in calls.items()}
+        if tokens:
+            keys = {m: k + (_tokens_key(tokens),) for m, k in keys.items()}
         result = {m: self.get(k) for m, k in keys.items() if k in self}
         missing = {m: c for m, c in calls.items() if m not in result}
         if missing:
             x = probe.inputs_for(model)
-            with F.computing_in(model, dtype, x.device.type) as in_dtype:
-                if x.is_floating_point():
-                    x = x.to(in_dtype)
-                computed = self._compute(model, probe, x, missing, target, dtype, chunking, shard, step)
+            with F.computing_in(model, dtype, F.inputs_device(x).type) as in_dtype:
+                x = F.inputs_to(x, in_dtype)
+                computed = self._compute(model, probe, x, missing, target, dtype, chunking, shard, step, output, tokens)
             for m, a in computed.items():
                 self.put(keys[m], a)
                 self.computed[m] += 1
@@ -361,28 +427,42 @@ class AttributionEngine:
 
     def _compute(
         self, model: nn.Module, probe: ProbeSet, x: Tensor, missing: Mapping[str, MethodCall], target: Any,
-        dtype: torch.dtype, chunking: Chunking, shard: Shard, step: int,
-    ) -> Dict[str, Tensor]:
-        n = x.shape[0]
+        dtype: torch.dtype, chunking: Chunking, shard: Shard, step: int, output: F.OutputSpec = None,
+        tokens: Optional[Mapping[str, Any]] = None,
+    ) -> Dict[str, Any]:
+        tokens = dict(tokens or {})
+        # the methods see a model whose forward returns the explained tensor; taps watch the model itself
+        explained = F.with_output(model, output)
+        n = F.input_rows(x)
         rows = shard.rows(n)
-        xs = x[rows]
+        xs = F.take_rows(x, rows)
         resolved: List[Optional[Tensor]] = []
 
         def shard_target() -> Optional[Tensor]:
             if not resolved:
-                out = self.outputs(model, probe, dtype=dtype, chunking=chunking, step=step)
+                out = self.outputs(model, probe, dtype=dtype, chunking=chunking, step=step, output=output)
                 resolved.append(resolve_target(target, out, probe.targets))
             t = resolved[0]
             return None if t is None else t[rows]
 
-        result: Dict[str, Tensor] = {}
-        shared = [m for m, c in missing.items() if c.method.shared_pass]
+        result: Dict[str, Any] = {}
+        if isinstance(target, str) and target == "true" and probe.multilabel:
+            # multi-label: each sample's true labels together, the sum of their logits (the labels ride along)
+            weights = shard_target()
+            assert weights is not None and weights.dim() == 2
+            explained = _SumOfLabels(explained, xs)
+            xs = _with_labels(xs, weights)
+            x = xs
+        # several inputs: each method on its own (the shared pass takes one tensor)
+        shared = (
+            [] if F.is_structured(x) or not x.is_floating_point() else [m for m, c in missing.items() if c.method.shared_pass]
+        )
         if shared:
             cam = missing.get("grad_cam")
             cam_opts = {} if cam is None else cam.options
             options = dict(layer=cam_opts.get("layer"), upsample=cam_opts.get("upsample", True))
             calls = [missing[m] for m in shared]
-            outputs_key = self.outputs_key(probe, dtype, step)
+            outputs_key = self.outputs_key(probe, dtype, step, output)
             if target == "predicted" and shard.world == 1 and outputs_key not in self:
                 # one forward for both: the pass's own outputs give the predicted class and are kept as
                 # this step's probe outputs; taps watch this pass (not with Grad-CAM: a layer followed by
@@ -392,7 +472,7 @@ class AttributionEngine:
                 def attempt(c: int) -> Any:
                     with ExitStack() as stack:
                         watchers = [(k, stack.enter_context(factory(model))) for k, factory in taps]
-                        out = F.attribute_many(model, xs, "predicted", shared, return_outputs=True, chunk_size=c, **options)
+                        out = F.attribute_many(explained, xs, "predicted", shared, return_outputs=True, chunk_size=c, **options)
                     return out, watchers
 
                 (maps, outputs), watchers = chunking.run(attempt, chunking.rows(calls, n), n)
@@ -402,7 +482,7 @@ class AttributionEngine:
             else:
                 ts = shard_target()
                 maps = chunking.run(
-                    lambda c: F.attribute_many(model, xs, ts, shared, chunk_size=c, **options),
+                    lambda c: F.attribute_many(explained, xs, ts, shared, chunk_size=c, **options),
                     chunking.rows(calls, n), xs.shape[0],
                 )
             for m in shared:
@@ -410,14 +490,18 @@ class AttributionEngine:
         for m, call in missing.items():
             if m in result:
                 continue
-            ts = shard_target()
+            ts = None if isinstance(explained, _SumOfLabels) else shard_target()
             chunk = chunking.rows([call], n)
             extra: Dict[str, Any] = {"shard": (rows.start, n)} if shard.world > 1 else {}
-            a = chunking.run(lambda c: call(model, xs, ts, chunk_size=c, **extra), chunk, xs.shape[0])
-            if a.shape[0] != xs.shape[0]:
+            extra.update(tokens)
+            rows_here = F.input_rows(xs)
+            a = chunking.run(lambda c: call(explained, xs, ts, chunk_size=c, **extra), chunk, rows_here)
+            if F.input_rows(a) != rows_here:
                 raise ValueError(
-                    f"method {m!r} returned maps of shape {tuple(a.shape)} for {xs.shape[0]} inputs; it must "
-                    "return one map per input row"
+                    f"method {m!r} returned maps of shape {F.map_tensors(lambda t: tuple(t.shape), a)} for "
+                    f"{rows_here} inputs; it must return one map per input row"
                 )
-            result[m] = shard.assemble(a.detach(), n)
+            if isinstance(explained, _SumOfLabels):
+                a = explained.strip(a)
+            result[m] = F.map_tensors(lambda t: shard.assemble(t.detach(), n), a)
         return result

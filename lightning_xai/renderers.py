@@ -39,6 +39,8 @@ __all__ = [
     "RenderContext",
     "ImageRenderer",
     "TabularRenderer",
+    "SequenceRenderer",
+    "TextRenderer",
     "RENDERERS",
     "register_renderer",
     "renderer_for",
@@ -66,6 +68,7 @@ class RenderContext:
         signed: whether the maps are drawn on a diverging (signed) colour map.
         max_images: at most this many samples in a picture.
         columns: samples per row of a grid.
+        padding: for token ids, ``(N, T)`` True at padding positions (left out of the picture).
     """
 
     probe: ProbeSet
@@ -79,6 +82,8 @@ class RenderContext:
     signed: bool = False
     max_images: int = 16
     columns: int = 4
+    #: ``(N, T)`` True at the padding positions of a probe of token ids (None otherwise)
+    padding: Optional[Tensor] = None
 
 
 @runtime_checkable
@@ -131,8 +136,52 @@ class TabularRenderer:
         )
 
 
+class SequenceRenderer:
+    """``(N, C, T)`` probes (signals, time series): each sample's channels as lines above a heat strip of
+    its attribution summed over channels per time step."""
+
+    #: at most this many samples in one picture (a picture of long signals grows tall)
+    MAX_SAMPLES = 8
+
+    def accepts(self, probe: ProbeSet) -> bool:
+        return probe.kind == "sequence"
+
+    def render(self, attributions: Tensor, ctx: RenderContext) -> Optional[np.ndarray]:
+        n = min(ctx.max_images, len(ctx.probe), self.MAX_SAMPLES)
+        a = attributions[:n].detach().float().cpu()
+        x = ctx.probe.inputs[:n]
+        if a.dim() != 3 or a.shape[-1] != x.shape[-1]:
+            a = F.upsample_map(a.reshape(n, -1, 1, a.shape[-1]), (1, x.shape[-1]))[:, :, 0]
+        vmax = ctx.scale(a.sum(1))
+        return F.sequence_chart(
+            x, a, vmax=vmax, signed=ctx.signed, labels=None if ctx.labels is None else ctx.labels[:n],
+            title=f"{ctx.method}, epoch {ctx.epoch} (step {ctx.step})", legend=ctx.describe_scale(),
+        )
+
+
+class TextRenderer:
+    """Probes of token ids ``(N, T)``: each sample's tokens on backgrounds coloured by their attribution;
+    padding left out. Tokens are shown through the probe's ``vocab`` or ``decode`` (else as ids)."""
+
+    def accepts(self, probe: ProbeSet) -> bool:
+        return probe.kind == "text"
+
+    def render(self, attributions: Tensor, ctx: RenderContext) -> Optional[np.ndarray]:
+        n = min(ctx.max_images, len(ctx.probe))
+        a = attributions[:n].detach().float().cpu()
+        if a.dim() != 2:
+            return None
+        valid = None if ctx.padding is None else ~ctx.padding[:n].cpu()
+        vmax = ctx.scale(a if valid is None else a[valid])
+        return F.token_chart(
+            [ctx.probe.tokens(i) for i in range(n)], a, valid, vmax=vmax, signed=ctx.signed,
+            labels=None if ctx.labels is None else ctx.labels[:n],
+            title=f"{ctx.method}, epoch {ctx.epoch} (step {ctx.step})", legend=ctx.describe_scale(),
+        )
+
+
 #: the renderers :func:`renderer_for` tries, in order
-RENDERERS: List[Any] = [ImageRenderer(), TabularRenderer()]
+RENDERERS: List[Any] = [ImageRenderer(), TabularRenderer(), SequenceRenderer(), TextRenderer()]
 
 
 def register_renderer(renderer: Renderer) -> None:

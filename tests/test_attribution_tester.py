@@ -11,7 +11,7 @@ pytest.importorskip("captum.attr")
 from lightning_xai import functional as F  # noqa: E402
 from lightning_xai import register_method  # noqa: E402
 
-from .testers import AttributionTester, MethodCase, captum_attr, run_ddp  # noqa: E402
+from .testers import AttributionTester, MethodCase, StructuredTester, captum_attr, run_ddp  # noqa: E402
 
 TESTER = AttributionTester()
 
@@ -77,8 +77,25 @@ def test_registered_method_over_the_grid(model, gradient_squared_registered):
     tester.run_hygiene(model, method)
 
 
+STRUCTURED = StructuredTester()
+
+
+@pytest.mark.parametrize("model,method,chunk,target", StructuredTester.grid())
+def test_engine_equals_oracle_on_several_inputs_and_token_ids(model, method, chunk, target):
+    STRUCTURED.run_engine(model, method, chunk, target)
+
+
+@pytest.mark.parametrize(
+    "model,method",
+    [pytest.param(m, k, id=f"{m.name}-{k.id}") for m in StructuredTester.MODELS for k in STRUCTURED.methods_for(m)],
+)
+def test_engine_caches_and_leaves_alone_several_inputs_and_token_ids(model, method):
+    STRUCTURED.run_cache(model, method)
+    STRUCTURED.run_hygiene(model, method)
+
+
 #: every tester whose DDP grid runs in the one DDP job of this module (spawning costs seconds)
-DDP_TESTERS = (TESTER, GradientSquaredTester())
+DDP_TESTERS = (TESTER, GradientSquaredTester(), STRUCTURED)
 
 
 def test_ddp_gathers_the_single_process_maps(gradient_squared_registered):

@@ -54,6 +54,9 @@ class XAICallback(Callback):
             if hook is not None and not getattr(hook, "_xai_guarded", False):
                 setattr(cls, name, _guard_hook(hook))
 
+    #: whether the callback explains probes of several inputs (a tuple or dict of tensors)
+    accepts_structured_probes: bool = False
+
     #: the categories of the custom-scalars dashboard (``_dashboard.CATEGORIES``) this callback fills;
     #: empty means "not declared", and then the dashboard gets every category
     dashboard_categories: Tuple[str, ...] = ()
@@ -68,6 +71,9 @@ class XAICallback(Callback):
         probe_required: bool = True,
         on_error: str = "raise",
         dtype: Union[str, torch.dtype] = "float32",
+        output: F.OutputSpec = None,
+        embedding: Optional[str] = None,
+        pad_id: int = 0,
     ) -> None:
         super().__init__()
         if probe is None and probe_required:
@@ -85,7 +91,17 @@ class XAICallback(Callback):
         if on_error not in ("raise", "warn"):
             raise ValueError(f"on_error must be 'raise' or 'warn', got {on_error!r}")
         check_target_rule(target, probe if isinstance(probe, ProbeSet) else None)
+        self._check_structured(probe)
+        F.check_output_spec(output)
         self.probe: Any = probe
+        #: which of the model's outputs is explained (``None``: the model returns one tensor)
+        self.output = output
+        if embedding is not None and not isinstance(embedding, str):
+            raise TypeError(f"embedding must be the dotted name of an nn.Embedding, got {embedding!r}")
+        if isinstance(pad_id, bool) or not isinstance(pad_id, int):
+            raise TypeError(f"pad_id must be an int token id, got {pad_id!r}")
+        #: token ids: the embedding they are attributed at (None: found by itself) and the padding id
+        self.embedding, self.pad_id = embedding, pad_id
         self.target = target
         self.every_n_epochs = every_n_epochs
         #: rows per pass: ``chunk_size``, halved after an out-of-memory error, capped at the training batch
@@ -106,6 +122,27 @@ class XAICallback(Callback):
         #: the state before the first ``fit``: a callback reused in another ``fit`` starts from it again
         self._fresh: Any = None
 
+    def _tokens(self) -> Dict[str, Any]:
+        """``embedding=``/``pad_id=`` for the engine, only where they differ from the defaults."""
+        tokens: Dict[str, Any] = {}
+        if self.embedding is not None:
+            tokens["embedding"] = self.embedding
+        if self.pad_id != 0:
+            tokens["pad_id"] = self.pad_id
+        return tokens
+
+    def _padding(self) -> Optional[Tensor]:
+        """``(N, T)`` True at the padding positions of a probe of token ids (None for other probes)."""
+        probe = self.probe
+        return probe.padding(self.pad_id) if isinstance(probe, ProbeSet) else None
+
+    def _check_structured(self, probe: Any) -> None:
+        if isinstance(probe, ProbeSet) and probe.structured and not self.accepts_structured_probes:
+            raise ValueError(
+                f"{type(self).__name__} does not yet explain probes of several inputs ({probe!r}); "
+                "AttributionMonitor and lightning_xai.functional.attribute do"
+            )
+
     # ------------------------------------------------------------------ identity and scheduling
     @property
     def state_key(self) -> str:
@@ -113,6 +150,9 @@ class XAICallback(Callback):
 
     def _state_key_fields(self) -> Dict[str, Any]:
         fields: Dict[str, Any] = {"target": target_key(self.target), "dtype": str(self.dtype).replace("torch.", "")}
+        if self.output is not None:  # absent by default: the keys of existing checkpoints stay
+            fields["output"] = repr(F.output_key(self.output))
+        fields.update(self._tokens())
         return {"probe": self._probe_key, **fields}
 
     def declared_metrics(self) -> Tuple[str, ...]:
@@ -153,6 +193,7 @@ class XAICallback(Callback):
         if loader is None:
             return False
         self.probe = spec.build_from(loader)
+        self._check_structured(self.probe)
         check_target_rule(self.target, self.probe)
         self._on_probe_drawn()
         if self._pending_probe_state is not None:
@@ -211,10 +252,11 @@ class XAICallback(Callback):
             return None
         try:
             with F.explaining(pl_module), torch.no_grad():
-                return pl_module(probe.inputs_for(pl_module)[:2])
+                return F.call_model(pl_module, F.take_rows(probe.inputs_for(pl_module), slice(0, 2)))
         except Exception as err:  # noqa: BLE001 - re-raised with the fix
+            shapes = F.map_tensors(lambda t: tuple(t.shape), probe.inputs)
             raise ValueError(
-                f"{type(self).__name__}: the probe's inputs of shape {tuple(probe.inputs.shape)} do not fit "
+                f"{type(self).__name__}: the probe's inputs of shape {shapes} do not fit "
                 f"{type(pl_module).__name__} ({type(err).__name__}: {err}). Build the ProbeSet from the "
                 f"same data (and transforms) the model is trained on{fix}."
             ) from err
@@ -228,12 +270,16 @@ class XAICallback(Callback):
         out = self._probe_fits(pl_module)
         if out is None:
             return None
-        out = first_output(out)
+        try:
+            out = first_output(out, self.output)
+        except ValueError as err:
+            raise ValueError(f"{type(self).__name__}: {err}") from None
         if not isinstance(out, Tensor) or out.dim() not in (1, 2):
             raise ValueError(
                 f"{type(self).__name__}: {type(pl_module).__name__} returns "
                 f"{type(out).__name__ if not isinstance(out, Tensor) else tuple(out.shape)} for the probe; "
-                "attributions need (N,) or (N, classes) outputs from forward()"
+                "attributions need (N,) or (N, classes) outputs from forward(); pass output=fn(outputs) that "
+                "reduces them (e.g. a segmentation map's mean logit over a region)"
             )
         classes = out.shape[1] if out.dim() == 2 and out.shape[1] > 1 else None
         if classes is None and (self.target == "true" or (isinstance(self.target, int) and not isinstance(self.target, bool))):
@@ -264,7 +310,8 @@ class XAICallback(Callback):
         """The model's outputs on the probe this epoch (computed once, shared with the other callbacks)."""
         assert isinstance(self.probe, ProbeSet)
         return self._engine(trainer).outputs(
-            pl_module, self.probe, dtype=self.dtype, chunking=self.chunking, step=trainer.global_step
+            pl_module, self.probe, dtype=self.dtype, chunking=self.chunking, step=trainer.global_step,
+            output=self.output,
         )
 
     def _resolve_target(self, trainer: Any, pl_module: nn.Module) -> Optional[Tensor]:
@@ -279,7 +326,7 @@ class XAICallback(Callback):
         shard = Shard(int(getattr(trainer, "global_rank", 0)), world, trainer.strategy.all_gather if world > 1 else None)
         return self._engine(trainer).attributions(
             pl_module, self.probe, calls, target=self.target, dtype=self.dtype, chunking=self.chunking,
-            shard=shard, step=trainer.global_step,
+            shard=shard, step=trainer.global_step, output=self.output, tokens=self._tokens(),
         )
 
     # ------------------------------------------------------------------ logging
@@ -356,8 +403,9 @@ class XAICallback(Callback):
         """Validate the configuration against the model (subclasses extend it); raises at setup."""
         self._check_against_model(pl_module)
         probe = self.probe
-        if isinstance(probe, ProbeSet) and probe.inputs.is_floating_point():
-            bad = ~torch.isfinite(probe.inputs.reshape(len(probe), -1)).all(1)
+        floats = [t for _, t in F.input_entries(probe.inputs) if t.is_floating_point()] if isinstance(probe, ProbeSet) else []
+        if isinstance(probe, ProbeSet) and floats:
+            bad = ~torch.stack([torch.isfinite(t.reshape(len(probe), -1)).all(1) for t in floats]).all(0)
             if bool(bad.any()):
                 self._warn_once(
                     "nonfinite-probe",
@@ -376,7 +424,9 @@ class XAICallback(Callback):
         ):
             return
         try:
-            self._engine(trainer).trial(pl_module, probe, calls, target=self.target, dtype=self.dtype)
+            self._engine(trainer).trial(
+                pl_module, probe, calls, target=self.target, dtype=self.dtype, output=self.output, tokens=self._tokens()
+            )
         except Exception as err:  # noqa: BLE001 - re-raised with the fix
             name = getattr(err, "method", "?")
             options = dict(calls[name].options) if name in calls else {}

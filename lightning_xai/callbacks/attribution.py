@@ -78,6 +78,11 @@ class AttributionMonitor(XAICallback):
         on_error: ``"raise"`` (default) or ``"warn"``: a failure inside an epoch warns and training
             goes on, the callback's state intact (single process; under DDP a failure raises, since a
             rank that skipped would leave the others waiting).
+        output: which of the model's outputs is explained when it returns a tuple, dict or object: an
+            index, a key or attribute name, or ``fn(outputs) -> (N,) or (N, classes)``.
+        embedding, pad_id: for token ids, the dotted name of the ``nn.Embedding`` they are attributed
+            at (default: the one that reads them) and the padding id (the baseline; left out of the
+            summaries).
 
     Example:
         >>> import torch, pytorch_lightning as pl
@@ -116,9 +121,13 @@ class AttributionMonitor(XAICallback):
         dtype: Union[str, torch.dtype] = "float32",
         on_error: str = "raise",
         renderer: Optional[Renderer] = None,
+        output: F.OutputSpec = None,
+        embedding: Optional[str] = None,
+        pad_id: int = 0,
     ) -> None:
         super().__init__(
-            probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size, dtype=dtype, on_error=on_error
+            probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size, dtype=dtype, on_error=on_error,
+            output=output, embedding=embedding, pad_id=pad_id,
         )
         self._calls = F.resolve_methods(methods)
         #: ``{method name: options}`` as configured (options checked against each method's signature)
@@ -147,8 +156,11 @@ class AttributionMonitor(XAICallback):
         methods = sorted((m, repr(F.options_key(o))) for m, o in self.methods.items())
         return {**super()._state_key_fields(), "methods": methods}
 
+    #: probes of several inputs: summaries per attributed input, ``xai/attr/<method>/<input>/<summary>``
+    accepts_structured_probes = True
+
     def declared_metrics(self) -> Tuple[str, ...]:
-        return tuple(rf"xai/attr/{re.escape(m)}/(gini|entropy|top10_mass)" for m in self.methods)
+        return tuple(rf"xai/attr/{re.escape(m)}/([^/]+/)?(gini|entropy|top10_mass)" for m in self.methods)
 
     def dashboard_charts(self) -> Dict[str, Dict[str, List[str]]]:
         methods = "|".join(re.escape(m) for m in self.methods)
@@ -168,15 +180,29 @@ class AttributionMonitor(XAICallback):
         maps = self._attributions(trainer, pl_module, self._calls)
         self.last_attributions = maps
         scalars: Dict[str, float] = {}
+        padding = self._padding()  # token ids: padding left out of the summaries
+
+        def valid(a: Tensor) -> Optional[Tensor]:
+            return None if padding is None or tuple(a.shape) != tuple(padding.shape) else ~padding
+
         for method, attr in maps.items():
-            for name, value in F.summarize(attr).items():
-                scalars[f"xai/attr/{method}/{name}"] = value
+            if isinstance(attr, Tensor):
+                for name, value in F.summarize(attr, valid(attr)).items():
+                    scalars[f"xai/attr/{method}/{name}"] = value
+                continue
+            # several inputs: each attributed input's own summaries (their scales need not compare)
+            for (_, part), label in zip(F.input_entries(attr), F.input_names(attr)):
+                if part is not None:
+                    for name, value in F.summarize(part, valid(part)).items():
+                        scalars[f"xai/attr/{method}/{label}/{name}"] = value
         sink = self._sink(trainer)
         sink.scalars(scalars)
         if not trainer.is_global_zero:
             return
         if self.log_images:
             for method, attr in maps.items():
+                if not isinstance(attr, Tensor):
+                    continue  # no picture of several inputs yet
                 image = self._render(trainer, pl_module, method, attr)
                 if image is not None:
                     sink.image(f"xai/attr/{method}", image)
@@ -247,7 +273,8 @@ class AttributionMonitor(XAICallback):
         for i in range(n):
             parts = []
             if self.probe.targets is not None:
-                parts.append(f"y={int(self.probe.targets[i])}")
+                y = self.probe.targets[i]
+                parts.append(f"y={int(y)}" if y.dim() == 0 else "y={" + ",".join(str(c) for c in y.nonzero().flatten().tolist()) + "}")
             if pred is not None:
                 parts.append(f"p={pred[i]}")
             labels.append("  ".join(parts))
@@ -256,7 +283,7 @@ class AttributionMonitor(XAICallback):
     def _mistakes(self, trainer: Any, pl_module: Any, n: int) -> Optional[List[bool]]:
         assert self.probe is not None
         out = self._outputs(trainer, pl_module)
-        if self.probe.targets is None or out.dim() != 2 or out.shape[1] < 2:
+        if self.probe.targets is None or self.probe.multilabel or out.dim() != 2 or out.shape[1] < 2:
             return None
         pred = out.argmax(1)[:n].cpu()
         return (pred != self.probe.targets[:n].to(pred.device).long()).tolist()
@@ -267,8 +294,9 @@ class AttributionMonitor(XAICallback):
         if renderer is None:
             self._warn_once(
                 "kind",
-                f"AttributionMonitor: no picture for probe inputs of shape {tuple(self.probe.inputs.shape)}; "
-                "scalars are logged, images only for (N, C, H, W) and (N, F) probes (or pass renderer=...)",
+                f"AttributionMonitor: no picture for probe inputs of shape "
+                f"{F.map_tensors(lambda t: tuple(t.shape), self.probe.inputs)}; scalars are logged, images only for "
+                "(N, C, H, W), (N, F), (N, C, T) and token-id probes (or pass renderer=...)",
             )
             return None
         n = min(self.max_images, len(self.probe))
@@ -279,7 +307,7 @@ class AttributionMonitor(XAICallback):
             labels=self._labels(trainer, pl_module, n), mistakes=self._mistakes(trainer, pl_module, n),
             scale=lambda values: self._scale(trainer, method, values),
             describe_scale=lambda: self._scale_legend(method), signed=self._signed[method],
-            max_images=self.max_images, columns=self.GRID_COLUMNS,
+            max_images=self.max_images, columns=self.GRID_COLUMNS, padding=self._padding(),
         )
         return renderer.render(attr, ctx)
 

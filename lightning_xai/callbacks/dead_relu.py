@@ -76,6 +76,7 @@ class DeadReLUMonitor(XAICallback):
         warn_above: Optional[float] = None,
         log_histograms: bool = True,
         on_error: str = "raise",
+        output: F.OutputSpec = None,
     ) -> None:
         if source not in SOURCES:
             raise ValueError(f"source must be 'probe' or 'validation', got {source!r}")
@@ -95,7 +96,7 @@ class DeadReLUMonitor(XAICallback):
             isinstance(warn_above, bool) or not isinstance(warn_above, (int, float)) or not 0 <= warn_above < 1
         ):
             raise ValueError(f"warn_above must be None or a fraction in [0, 1), got {warn_above!r}")
-        super().__init__(probe, every_n_epochs=every_n_epochs, probe_required=False, on_error=on_error)
+        super().__init__(probe, every_n_epochs=every_n_epochs, probe_required=False, on_error=on_error, output=output)
         self.source = source
         self.tau = float(tau)
         self.warn_above = None if warn_above is None else float(warn_above)

@@ -91,6 +91,11 @@ class FeatureDriftMonitor(XAICallback):
         chunk_size: rows per forward+backward pass (default: the probe size).
         dtype: precision of the attributions (``"float32"`` default), as in ``AttributionMonitor``.
         on_error: ``"raise"`` (default) or ``"warn"``: a failure inside an epoch warns and training goes on.
+        output: which of the model's outputs is explained when it returns a tuple, dict or object: an
+            index, a key or attribute name, or ``fn(outputs) -> (N,) or (N, classes)``.
+        embedding, pad_id: for token ids, the dotted name of the ``nn.Embedding`` they are attributed
+            at (default: the one that reads them) and the padding id (the baseline; zeroed before
+            the importances).
 
     Example:
         >>> import torch, pytorch_lightning as pl
@@ -102,6 +107,9 @@ class FeatureDriftMonitor(XAICallback):
     """
 
     dashboard_categories = ("Drift",)
+
+    #: several inputs: drift over the attributed inputs' features, concatenated (``<input>/f<i>``)
+    accepts_structured_probes = True
 
     def __init__(
         self,
@@ -119,9 +127,13 @@ class FeatureDriftMonitor(XAICallback):
         chunk_size: Optional[int] = None,
         dtype: Union[str, torch.dtype] = "float32",
         on_error: str = "raise",
+        output: F.OutputSpec = None,
+        embedding: Optional[str] = None,
+        pad_id: int = 0,
     ) -> None:
         super().__init__(
-            probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size, dtype=dtype, on_error=on_error
+            probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size, dtype=dtype, on_error=on_error,
+            output=output, embedding=embedding, pad_id=pad_id,
         )
         methods = F.resolve_methods(method)
         if len(methods) != 1:
@@ -184,6 +196,14 @@ class FeatureDriftMonitor(XAICallback):
         """Names from the probe; a tensor or file reference is checked against it (now, or at setup for a spec)."""
         probe = self.probe
         assert isinstance(probe, ProbeSet)
+        if probe.structured:  # several inputs: named from the first maps (the attributed inputs' features)
+            if self._pending_reference is not None:
+                raise ValueError(
+                    "FeatureDriftMonitor: a tensor or file reference needs a probe of one input; with several "
+                    "inputs use reference='first' or 'epoch:N'"
+                )
+            self._names, self._tag_names = [], []
+            return
         self._names = F.importance_names(
             tuple(probe.inputs.shape[1:]), self.grid, probe.feature_names if probe.kind == "tabular" else None
         )
@@ -323,7 +343,29 @@ class FeatureDriftMonitor(XAICallback):
         if not self._should_run(trainer) or trainer.current_epoch < self.warmup_epochs:
             return
         attr = self._attributions(trainer, pl_module, {self.method: self._call})[self.method]
+        padding = self._padding()
+        if not isinstance(attr, Tensor):
+            attr = self._concatenated(attr, padding)
+        elif padding is not None and tuple(attr.shape) == tuple(padding.shape):  # token ids: padding counts as 0
+            attr = attr.masked_fill(padding.to(attr.device), 0.0)
         self._publish(trainer, self.update(trainer.current_epoch, attr))
+
+    def _concatenated(self, maps: Any, padding: Optional[Tensor]) -> Tensor:
+        """Maps of several inputs as one ``(N, features)`` tensor: each attributed input's features in
+        turn, named ``<input>/f<i>`` (token ids: padding counts as 0)."""
+        parts: List[Tensor] = []
+        names: List[str] = []
+        for (_, part), label in zip(F.input_entries(maps), F.input_names(maps)):
+            if part is None:
+                continue
+            if padding is not None and tuple(part.shape) == tuple(padding.shape):
+                part = part.masked_fill(padding.to(part.device), 0.0)
+            flat = part.reshape(part.shape[0], -1)
+            parts.append(flat)
+            names.extend(f"{label}/f{i}" for i in range(flat.shape[1]))
+        if names != self._names:
+            self._names, self._tag_names = names, tag_names(names)
+        return torch.cat(parts, dim=1)
 
     def _publish(self, trainer: Any, scores: Mapping[str, float]) -> None:
         sink = self._sink(trainer)

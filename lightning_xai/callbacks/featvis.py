@@ -88,8 +88,9 @@ class FeatureVisualizationMonitor(XAICallback):
         class_names: Optional[Sequence[str]] = None,
         history: int = 8,
         on_error: str = "raise",
+        output: F.OutputSpec = None,
     ) -> None:
-        super().__init__(probe, every_n_epochs=every_n_epochs, probe_required=False, on_error=on_error)
+        super().__init__(probe, every_n_epochs=every_n_epochs, probe_required=False, on_error=on_error, output=output)
         self.options = F.check_featvis_options(steps, lr, l2, jitter, blur, parametrization, seed)
         self.classes: Optional[List[int]] = None
         if classes is not None:
@@ -155,7 +156,7 @@ class FeatureVisualizationMonitor(XAICallback):
     def _class_count(self, model: nn.Module, x: Tensor) -> Optional[int]:
         with F.explaining(model), torch.no_grad():
             out = model(x[:2])
-        out = out[0] if isinstance(out, (tuple, list)) else out
+        out = F.select_model_output(out, self.output) if self.output is not None else out[0] if isinstance(out, (tuple, list)) else out
         return int(out.shape[1]) if isinstance(out, Tensor) and out.dim() == 2 else 1 if isinstance(out, Tensor) else None
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -222,8 +223,9 @@ class FeatureVisualizationMonitor(XAICallback):
             return
         tabular = len(self._shape) == 1
         options = dict(self.options, jitter=0, blur=0.0, parametrization="pixel") if tabular else self.options
-        x = F.activation_maximization(pl_module, self._shape, targets, value_range=self._range, **options)
-        scores = F.featvis_objective(pl_module, x, targets).cpu().tolist()
+        model = F.with_output(pl_module, self.output)  # class objectives read the selected output
+        x = F.activation_maximization(model, self._shape, targets, value_range=self._range, **options)
+        scores = F.featvis_objective(model, x, targets).cpu().tolist()
         x = x.float().cpu()
         groups: Dict[str, List[int]] = {"classes": list(range(len(classes)))} if classes else {}
         for i, (name, _) in enumerate(self.units, len(classes)):

@@ -105,6 +105,10 @@ class SanityGate(XAICallback):
             check that raises is a failed check, its reason naming the error, so every rank reaches a
             decision) warns and training goes on. A report file that cannot be written is always a
             warning that names the path and the fix, never a dead run.
+        output: which of the model's outputs is explained when it returns a tuple, dict or object: an
+            index, a key or attribute name, or ``fn(outputs) -> (N,) or (N, classes)``.
+        embedding, pad_id: for token ids, the dotted name of the ``nn.Embedding`` they are attributed
+            at (default: the one that reads them) and the padding id (the baseline).
 
     Example:
         >>> import torch, pytorch_lightning as pl
@@ -135,9 +139,13 @@ class SanityGate(XAICallback):
         verbose: bool = True,
         dtype: Union[str, torch.dtype] = "float32",
         on_error: str = "raise",
+        output: F.OutputSpec = None,
+        embedding: Optional[str] = None,
+        pad_id: int = 0,
     ) -> None:
         super().__init__(
-            probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size, dtype=dtype, on_error=on_error
+            probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size, dtype=dtype, on_error=on_error,
+            output=output, embedding=embedding, pad_id=pad_id,
         )
         self.checks: List[C.Check] = C.validate(checks)
         if action not in ACTIONS:
@@ -278,6 +286,7 @@ class SanityGate(XAICallback):
             pl_module, self.probe, target=self._resolve_target(trainer, pl_module),
             outputs=self._outputs(trainer, pl_module), attribute=attribute,
             metrics=trainer.callback_metrics, trainer=trainer, chunk_size=self.chunk_size, chunking=self.chunking,
+            output=self.output,
         )
         results = []
         for check in self.checks:

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from ._guard import explaining, named_modules
+from .outputs import OutputSpec, select_model_output, with_output
 
 __all__ = [
     "ONE_PASS_METHODS",
@@ -157,7 +158,8 @@ _ALL = object()
 
 
 def _logits(out: Any) -> Tensor:
-    return out[0] if isinstance(out, (tuple, list)) else out
+    # a tuple, dict or object is an error naming output= (the model is wrapped by OutputSelected when given)
+    return select_model_output(out, None)
 
 
 def _check_range(target: Tensor, classes: int) -> None:
@@ -413,6 +415,7 @@ def attribute_many(
     upsample: bool = ...,
     chunk_size: Optional[int] = ...,
     return_outputs: Literal[False] = ...,
+    output: OutputSpec = ...,
 ) -> Dict[str, Tensor]: ...
 
 
@@ -427,6 +430,7 @@ def attribute_many(
     upsample: bool = ...,
     chunk_size: Optional[int] = ...,
     return_outputs: Literal[True],
+    output: OutputSpec = ...,
 ) -> Tuple[Dict[str, Tensor], Tensor]: ...
 
 
@@ -441,6 +445,7 @@ def attribute_many(
     upsample: bool = ...,
     chunk_size: Optional[int] = ...,
     return_outputs: bool,
+    output: OutputSpec = ...,
 ) -> Union[Dict[str, Tensor], Tuple[Dict[str, Tensor], Tensor]]: ...
 
 
@@ -454,6 +459,7 @@ def attribute_many(
     upsample: bool = True,
     chunk_size: Optional[int] = None,
     return_outputs: bool = False,
+    output: OutputSpec = None,
 ) -> Union[Dict[str, Tensor], Tuple[Dict[str, Tensor], Tensor]]:
     """Saliency, input x gradient and Grad-CAM from ONE shared forward+backward pass.
 
@@ -467,6 +473,8 @@ def attribute_many(
         upsample: upsample Grad-CAM to the input shape.
         chunk_size: rows per pass (default: all of ``inputs`` at once).
         return_outputs: also return the model's outputs on ``inputs`` (detached), from the same pass.
+        output: which of the model's outputs is explained when it returns a tuple, dict or object (see
+            :func:`~lightning_xai.functional.select_model_output`); every method takes it.
 
     Returns:
         ``{method: attribution}``, or ``({method: attribution}, outputs)`` with ``return_outputs``.
@@ -484,6 +492,7 @@ def attribute_many(
         (tensor([[2., 0.]]), tensor([[1., 2., 3.]]))
     """
     _check_inputs(inputs)
+    model = with_output(model, output)
     unknown = [m for m in methods if m not in ONE_PASS_METHODS]
     if unknown:
         raise ValueError(
@@ -533,7 +542,8 @@ def _cat(parts: List[Tensor]) -> Tensor:
 
 
 def saliency(
-    model: nn.Module, inputs: Tensor, target: TargetLike = None, *, chunk_size: Optional[int] = None
+    model: nn.Module, inputs: Tensor, target: TargetLike = None, *, chunk_size: Optional[int] = None,
+    output: OutputSpec = None,
 ) -> Tensor:
     """Absolute input gradient of the target output (Captum's ``Saliency``, ``abs=True``).
 
@@ -544,11 +554,12 @@ def saliency(
         >>> saliency(net, torch.zeros(1, 2), target=0)
         tensor([[2., 1.]])
     """
-    return attribute_many(model, inputs, target, ["saliency"], chunk_size=chunk_size)["saliency"]
+    return attribute_many(model, inputs, target, ["saliency"], chunk_size=chunk_size, output=output)["saliency"]
 
 
 def input_x_gradient(
-    model: nn.Module, inputs: Tensor, target: TargetLike = None, *, chunk_size: Optional[int] = None
+    model: nn.Module, inputs: Tensor, target: TargetLike = None, *, chunk_size: Optional[int] = None,
+    output: OutputSpec = None,
 ) -> Tensor:
     """Input times the input gradient of the target output (Captum's ``InputXGradient``).
 
@@ -559,7 +570,7 @@ def input_x_gradient(
         >>> input_x_gradient(net, torch.tensor([[3., 4.]]))
         tensor([[ 6., -4.]])
     """
-    return attribute_many(model, inputs, target, ["input_x_gradient"], chunk_size=chunk_size)[
+    return attribute_many(model, inputs, target, ["input_x_gradient"], chunk_size=chunk_size, output=output)[
         "input_x_gradient"
     ]
 
@@ -572,6 +583,7 @@ def grad_cam(
     layer: Union[None, str, nn.Module] = None,
     upsample: bool = True,
     chunk_size: Optional[int] = None,
+    output: OutputSpec = None,
 ) -> Tensor:
     """Grad-CAM (Selvaraju et al. 2017) at ``layer`` (default: the last conv layer).
 
@@ -590,7 +602,7 @@ def grad_cam(
         torch.Size([2, 1, 4, 4])
     """
     return attribute_many(
-        model, inputs, target, ["grad_cam"], layer=layer, upsample=upsample, chunk_size=chunk_size
+        model, inputs, target, ["grad_cam"], layer=layer, upsample=upsample, chunk_size=chunk_size, output=output
     )["grad_cam"]
 
 
@@ -686,6 +698,7 @@ def integrated_gradients(
     method: str = ...,
     chunk_size: Optional[int] = ...,
     return_convergence_delta: Literal[False] = ...,
+    output: OutputSpec = ...,
 ) -> Tensor: ...
 
 
@@ -700,6 +713,7 @@ def integrated_gradients(
     method: str = ...,
     chunk_size: Optional[int] = ...,
     return_convergence_delta: Literal[True],
+    output: OutputSpec = ...,
 ) -> Tuple[Tensor, Tensor]: ...
 
 
@@ -714,6 +728,7 @@ def integrated_gradients(
     method: str = ...,
     chunk_size: Optional[int] = ...,
     return_convergence_delta: bool,
+    output: OutputSpec = ...,
 ) -> Union[Tensor, Tuple[Tensor, Tensor]]: ...
 
 
@@ -727,6 +742,7 @@ def integrated_gradients(
     method: str = "gausslegendre",
     chunk_size: Optional[int] = None,
     return_convergence_delta: bool = False,
+    output: OutputSpec = None,
 ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     """Integrated gradients (Sundararajan et al. 2017) with Captum's integration rules.
 
@@ -750,6 +766,7 @@ def integrated_gradients(
         (tensor([[ 6., -4.]]), tensor([True]))
     """
     _check_inputs(inputs)
+    model = with_output(model, output)
     steps, alphas = ig_rule(method, n_steps)
     n = inputs.shape[0]
     chunk = _chunk_size(chunk_size, n)
@@ -858,6 +875,7 @@ def smoothgrad(
     generator: Optional[torch.Generator] = None,
     chunk_size: Optional[int] = None,
     shard: Optional[Tuple[int, int]] = None,
+    output: OutputSpec = None,
 ) -> Tensor:
     """SmoothGrad (Smilkov et al. 2017): mean ``|gradient|`` over ``n_samples`` noisy copies.
 
@@ -884,6 +902,7 @@ def smoothgrad(
                 [2., 1.]])
     """
     _check_inputs(inputs)
+    model = with_output(model, output)
     if not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
     if not noise >= 0:
@@ -966,6 +985,7 @@ def occlusion(
     stride: Union[None, int, Sequence[int]] = None,
     baseline: Union[float, Tensor] = 0.0,
     chunk_size: Optional[int] = None,
+    output: OutputSpec = None,
 ) -> Tensor:
     """Occlusion (Zeiler & Fergus 2014), as Captum's ``Occlusion``.
 
@@ -989,6 +1009,7 @@ def occlusion(
         tensor([[ 1., -2.,  3.]])
     """
     _check_inputs(inputs)
+    model = with_output(model, output)
     n = inputs.shape[0]
     shape = tuple(inputs.shape[1:])
     win = _window(window, shape, "window")

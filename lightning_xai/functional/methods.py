@@ -46,6 +46,9 @@ from torch import Tensor, nn
 from . import attribution as _attr
 from . import perturbation as _pert
 from ._guard import explaining, forked_rng
+from .outputs import with_output
+from .structured import attribute_structured, is_structured
+from .tokens import attribute_tokens, has_token_inputs
 from .captum_bridge import captum_attribute, captum_available, captum_class, captum_spec
 
 __all__ = [
@@ -65,8 +68,11 @@ __all__ = [
 ]
 
 #: parameters of a method's function that are not user options: the three positional arguments,
-#: and what the engine passes itself (``shard``: the rows of a sharded probe) or the method returns
-_NOT_OPTIONS = frozenset({"model", "inputs", "target", "shard", "generator", "return_convergence_delta"})
+#: and what the engine passes itself (``shard``: the rows of a sharded probe) or the method returns;
+#: ``output`` (which model output is explained) is the caller's, given to a callback, check or :func:`attribute`
+_NOT_OPTIONS = frozenset(
+    {"model", "inputs", "target", "shard", "generator", "return_convergence_delta", "output", "embedding", "pad_id"}
+)
 
 RESOLUTIONS = ("input", "layer")
 
@@ -162,11 +168,30 @@ class AttributionMethod:
         return opts
 
     # ---------------------------------------------------------------------------------- calling
-    def __call__(self, model: nn.Module, inputs: Tensor, target: Any = None, **options: Any) -> Tensor:
+    def __call__(
+        self, model: nn.Module, inputs: Tensor, target: Any = None, *, embedding: Any = None, pad_id: int = 0,
+        **options: Any,
+    ) -> Tensor:
         """Run ``fn`` under the library's guarantees: the model in eval mode with its parameters frozen
         and autograd on (also inside Lightning's no-grad validation and ``inference_mode``), inputs
         that can join autograd, and the global random streams (torch, NumPy, ``random``) put back
-        afterwards; every flag is restored."""
+        afterwards; every flag is restored.
+
+        Structured inputs (a tuple or dict of tensors) go through
+        :func:`~lightning_xai.functional.attribute_structured`: maps come back in the same structure.
+        Token ids read by an ``nn.Embedding`` (``embedding=`` to choose it) are attributed at its output,
+        one value per token, with the embedding of ``pad_id`` as baseline
+        (:func:`~lightning_xai.functional.attribute_tokens`)."""
+        if has_token_inputs(model, inputs, embedding):
+            return attribute_tokens(
+                self.__call__, model, inputs, target, method_name=self.name, takes_shard=_takes(self.fn, "shard"),
+                takes_baseline=self.accepts("baseline"), embedding=embedding, pad_id=pad_id, **options,
+            )
+        if is_structured(inputs):
+            return attribute_structured(
+                self.__call__, model, inputs, target, per_input=self.name == "occlusion",
+                takes_shard=_takes(self.fn, "shard"), **options,
+            )
         with explaining(model), forked_rng(inputs.device):
             x = inputs.detach().clone() if inputs.is_inference() else inputs.detach()
             result = self.fn(model, x, target, **options)
@@ -408,10 +433,11 @@ class MethodCall:
         """Run the method; ``extra`` holds what the engine decides (``chunk_size``, from the configured one
         and out-of-memory retries; ``shard``), passed only to methods that take it."""
         opts = dict(self.options)
+        tokens = {k: extra.pop(k) for k in ("embedding", "pad_id") if k in extra}  # for token ids (any method)
         for k, v in extra.items():
             if (k == "chunk_size" and self.method.accepts(k)) or (k != "chunk_size" and _takes(self.method.fn, k)):
                 opts[k] = v
-        return self.method(model, inputs, target, **opts)
+        return self.method(model, inputs, target, **tokens, **opts)
 
 
 def _takes(fn: Callable[..., Any], name: str) -> bool:
@@ -475,6 +501,11 @@ def attribute(
     method's own options keep their names (integrated gradients' ``method="riemann_trapezoid"`` is an
     option, not the method).
 
+    ``output=`` says which of the model's outputs is explained when it returns a tuple, dict or object
+    (an index, a key or attribute name, or ``fn(outputs) -> Tensor``), for every method. ``inputs`` may be a
+    tuple or dict of tensors (maps in the same structure); token ids are attributed at their embedding
+    (``embedding=``, ``pad_id=``; see :mod:`lightning_xai.functional.tokens`).
+
     Example:
         >>> import torch
         >>> net = torch.nn.Linear(2, 1, bias=False)
@@ -486,4 +517,7 @@ def attribute(
         tensor([[ 1.7500, -0.8750]])
     """
     m = get_method(method)
-    return m(model, inputs, target, **m.check_options(options))
+    if "output" in options:  # every method (built-in, Captum's, a user's) explains the wrapper's selected output
+        model = with_output(model, options.pop("output"))
+    tokens = {k: options.pop(k) for k in ("embedding", "pad_id") if k in options}
+    return m(model, inputs, target, **tokens, **m.check_options(options))

@@ -32,6 +32,8 @@ __all__ = [
     "upsample_map",
     "bar_chart",
     "heatmap_chart",
+    "sequence_chart",
+    "token_chart",
     "image_grid",
     "filter_grid",
     "color_scale",
@@ -629,3 +631,116 @@ def filter_grid(
     tiles = colormap((w.mean(1) / vmax).numpy(), signed=True)
     grid = _tiles(tiles, labels, columns, min_size, title)
     return np.concatenate([grid, _colorbar(grid.shape[1], True, vmax, legend)], axis=0)
+
+
+def sequence_chart(
+    inputs: Tensor,
+    maps: Tensor,
+    vmax: Optional[float] = None,
+    signed: bool = False,
+    labels: Optional[Sequence[str]] = None,
+    title: Optional[str] = None,
+    legend: Optional[str] = None,
+    width: int = 480,
+) -> np.ndarray:
+    """Signals ``(N, C, T)`` as lines (one band per channel), each with a heat strip of its attribution
+    summed over channels per time step, as an HxWx3 uint8 array.
+
+    Example:
+        >>> import torch
+        >>> sequence_chart(torch.randn(2, 3, 50), torch.rand(2, 3, 50)).shape[2]
+        3
+    """
+    x = inputs.detach().double().cpu()
+    a = maps.detach().double().cpu()
+    if x.dim() == 2:
+        x, a = x[:, None], a[:, None] if a.dim() == 2 else a
+    n, c, t = x.shape
+    strip = a.reshape(n, -1, t).sum(1).numpy() if a.shape[-1] == t else np.zeros((n, t))
+    top = float(np.nanmax(np.abs(strip))) if np.isfinite(strip).any() else 1.0
+    vmax = float(vmax) if vmax and vmax > 0 else (top if top > 0 else 1.0)
+    band, strip_h, pad, caption_h = 28, 12, 6, 14
+    title_h = 18 if title else 0
+    panel_h = caption_h + band * c + strip_h + pad
+    img = np.full((title_h + panel_h * n + pad, width, 3), 255, dtype=np.uint8)
+    cols = np.minimum((np.arange(width) * t) // width, t - 1)
+    texts: List[tuple] = []
+    if title:
+        texts.append((pad, 2, title, (0, 0, 0)))
+    line = (np.array(_VIRIDIS[2]) * 255).astype(np.uint8)
+    for i in range(n):
+        y0 = title_h + i * panel_h
+        if labels is not None:
+            texts.append((pad, y0, str(labels[i]), (0, 0, 0)))
+        y0 += caption_h
+        for ch in range(c):
+            v = x[i, ch].numpy()
+            lo, hi = float(np.nanmin(v)), float(np.nanmax(v))
+            u = (v - lo) / (hi - lo) if hi > lo else np.full_like(v, 0.5)
+            ys = y0 + ch * band + 2 + np.rint((1 - u[cols]) * (band - 5)).astype(int)
+            for px in range(width):  # a vertical run joins consecutive points: a continuous line
+                a0, a1 = sorted((ys[px], ys[px - 1] if px else ys[px]))
+                img[a0 : a1 + 1, px] = line
+            img[y0 + (ch + 1) * band - 1, :] = 230
+        heat = _to_uint8(colormap(strip[i] / vmax, signed))[cols]
+        img[y0 + band * c : y0 + band * c + strip_h] = heat[None]
+    grid = _draw_text(img, texts)
+    return np.concatenate([grid, _colorbar(width, signed, vmax, legend)], axis=0)
+
+
+def token_chart(
+    tokens: Sequence[Sequence[str]],
+    values: Tensor,
+    valid: Optional[Tensor] = None,
+    vmax: Optional[float] = None,
+    signed: bool = False,
+    labels: Optional[Sequence[str]] = None,
+    title: Optional[str] = None,
+    legend: Optional[str] = None,
+    width: int = 480,
+) -> np.ndarray:
+    """Each sample's tokens on backgrounds coloured by their attribution ``values`` ``(N, T)``; tokens
+    outside ``valid`` (padding) are left out. An HxWx3 uint8 array.
+
+    Example:
+        >>> import torch
+        >>> token_chart([["the", "cat"], ["a", "dog"]], torch.tensor([[0.1, 0.9], [0.5, 0.2]])).shape[2]
+        3
+    """
+    v = values.detach().double().cpu().numpy()
+    ok = np.ones(v.shape, dtype=bool) if valid is None else valid.detach().cpu().bool().numpy()
+    shown = np.abs(v[ok]) if ok.any() else np.zeros(1)
+    top = float(np.nanmax(shown)) if np.isfinite(shown).any() else 1.0
+    vmax = float(vmax) if vmax and vmax > 0 else (top if top > 0 else 1.0)
+    font = _font(11)
+
+    def length(text: str) -> int:
+        return int(font.getlength(text)) if font is not None and hasattr(font, "getlength") else 6 * len(text)
+
+    pad, row_h, gap = 6, 16, 3
+    placed: List[tuple] = []  # (x, y, token, rgb background)
+    texts: List[tuple] = []
+    y = 18 if title else pad
+    if title:
+        texts.append((pad, 2, title, (0, 0, 0)))
+    for i, row in enumerate(tokens):
+        if labels is not None:
+            texts.append((pad, y, str(labels[i]), (0, 0, 0)))
+            y += row_h
+        x = pad
+        for j, tok in enumerate(row):
+            if j >= v.shape[1] or not ok[i, j]:
+                continue
+            w = length(str(tok)) + 4
+            if x + w > width - pad:
+                x, y = pad, y + row_h
+            placed.append((x, y, w, str(tok), _to_uint8(colormap(np.array(v[i, j] / vmax), signed))))
+            x += w + gap
+        y += row_h + pad
+    img = np.full((y + pad, width, 3), 255, dtype=np.uint8)
+    for x, y0, w, tok, rgb in placed:
+        img[y0 : y0 + row_h - 2, x : x + w] = rgb
+        light = float(np.asarray(rgb, dtype=np.float64) @ np.array([0.299, 0.587, 0.114])) > 140
+        texts.append((x + 2, y0, tok, (0, 0, 0) if light else (255, 255, 255)))
+    grid = _draw_text(img, texts)
+    return np.concatenate([grid, _colorbar(width, signed, vmax, legend)], axis=0)

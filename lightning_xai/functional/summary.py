@@ -8,7 +8,7 @@ share of 0.1. NaN in a map gives NaN, so that a check can see it.
 from __future__ import annotations
 
 import math
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -83,16 +83,26 @@ def _top_mass_of_sorted(s: Tensor, fraction: float) -> Tensor:
     return torch.where(total == 0, torch.full_like(total, k / n), s[:, n - k :].sum(1) / total)
 
 
-def summarize(attr: Tensor) -> Dict[str, float]:
+def summarize(attr: Tensor, valid: Optional[Tensor] = None) -> Dict[str, float]:
     """Mean over samples of :func:`gini`, :func:`entropy` and :func:`top_mass` (``top10_mass``).
 
-    One sort per map serves the Gini index and the top-10% share.
+    One sort per map serves the Gini index and the top-10% share. ``valid`` (shaped like ``attr``,
+    bool) leaves positions out of each sample's summaries: the padding of token sequences.
 
     Example:
         >>> import torch
         >>> summarize(torch.tensor([[9.] + [1.] * 9]))["top10_mass"]
         0.5
+        >>> summarize(torch.tensor([[9.] + [1.] * 9 + [0.] * 5]), valid=torch.arange(15) < 10)["top10_mass"]
+        0.5
     """
+    if valid is not None:
+        valid = torch.broadcast_to(valid.to(attr.device).bool(), attr.shape).reshape(attr.shape[0], -1)
+        rows = attr.reshape(attr.shape[0], -1)
+        per_row = [summarize(rows[i][valid[i]][None]) for i in range(rows.shape[0]) if bool(valid[i].any())]
+        if not per_row:
+            return {"gini": float("nan"), "entropy": float("nan"), "top10_mass": float("nan")}
+        return {k: sum(r[k] for r in per_row) / len(per_row) for k in per_row[0]}
     def per_sample(rows: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         a = _flat_abs(rows)
         s = sort_values(a)

@@ -1,0 +1,224 @@
+"""Models with several inputs: a tuple of tensors (``model(*inputs)``) or a dict (``model(**inputs)``).
+
+Floating-point tensors are *attributed*; the others (attention masks, integer ids, bool flags) *ride
+along*: each row of them goes to the model with its own row of the attributed inputs, unchanged.
+
+Every method works on structured inputs through :func:`attribute_structured`, which hands the method one
+flat ``(N, D)`` tensor (the attributed inputs, flattened and concatenated) and a model that splits it
+back, adds the riding rows and calls the model: methods (built-in, Captum's, a user's) run unchanged,
+and integrated gradients, SmoothGrad and the samplers perturb all attributed inputs together, as Captum
+does with tuple inputs. Occlusion occludes one input at a time with the others as they are (Captum's
+rule for tuple inputs), with its window applied to each input's own shape.
+
+With riding tensors, the method runs one probe row at a time (each call's rows are the same sample, so
+its riding row is broadcast); SmoothGrad keeps its place in the whole probe's noise stream (``shard``),
+so the maps equal one batched call's.
+
+Attributions come back in the inputs' structure: a tuple with one entry per input (``None`` for a riding
+input), a dict with an entry per attributed input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "Inputs",
+    "is_structured",
+    "input_entries",
+    "input_names",
+    "input_rows",
+    "take_rows",
+    "map_tensors",
+    "call_model",
+    "inputs_to",
+    "inputs_device",
+    "attribute_structured",
+    "structure_like",
+]
+
+#: a tensor, a tuple of tensors (``model(*inputs)``) or a dict of tensors (``model(**inputs)``)
+Inputs = Union[Tensor, Tuple[Tensor, ...], Dict[str, Tensor]]
+
+
+def is_structured(x: Any) -> bool:
+    """True for a tuple/list or dict of tensors (several model inputs)."""
+    return isinstance(x, (tuple, list, Mapping))
+
+
+def input_entries(x: Any) -> List[Tuple[Any, Tensor]]:
+    """``[(key, tensor)]``: the index for tuples, the key for dicts, ``None`` for one tensor."""
+    if isinstance(x, Mapping):
+        return list(x.items())
+    if isinstance(x, (tuple, list)):
+        return list(enumerate(x))
+    return [(None, x)]
+
+
+def input_names(x: Any) -> List[str]:
+    """Tag-safe names of the entries: dict keys, ``input0, input1, ...`` for tuples."""
+    return [str(k) if isinstance(x, Mapping) else f"input{k}" for k, _ in input_entries(x)]
+
+
+def structure_like(x: Any, values: Mapping[Any, Any]) -> Any:
+    """``x``'s structure holding ``values[key]`` (missing keys: ``None`` in a tuple, left out of a dict)."""
+    if isinstance(x, Mapping):
+        return {k: values[k] for k in x if k in values}
+    if isinstance(x, (tuple, list)):
+        return tuple(values.get(i) for i in range(len(x)))
+    return values[None]
+
+
+def map_tensors(fn: Callable[[Tensor], Any], x: Any) -> Any:
+    """``fn`` applied to every tensor of the structure (``None`` entries kept)."""
+    if isinstance(x, Mapping):
+        return {k: (None if v is None else fn(v)) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return tuple(None if v is None else fn(v) for v in x)
+    return fn(x)
+
+
+def input_rows(x: Any) -> int:
+    """The number of samples (the first dimension, the same for every tensor)."""
+    return int(next(t for _, t in input_entries(x) if t is not None).shape[0])
+
+
+def take_rows(x: Any, rows: Union[slice, Tensor]) -> Any:
+    """Rows of every tensor of the structure."""
+    return map_tensors(lambda t: t[rows], x)
+
+
+def call_model(model: Callable[..., Any], x: Any) -> Any:
+    """``model(*x)`` for a tuple, ``model(**x)`` for a dict, ``model(x)`` for a tensor."""
+    if isinstance(x, Mapping):
+        return model(**x)
+    if isinstance(x, (tuple, list)):
+        return model(*x)
+    return model(x)
+
+
+def inputs_to(x: Any, dtype: torch.dtype) -> Any:
+    """The floating-point tensors cast to ``dtype`` (the others unchanged)."""
+    return map_tensors(lambda t: t.to(dtype) if t.is_floating_point() else t, x)
+
+
+def inputs_device(x: Any) -> torch.device:
+    return next(t for _, t in input_entries(x) if t is not None).device
+
+
+class _Flat(nn.Module):
+    """``model`` called on one flat ``(M, D)`` tensor of the attributed inputs; riding rows broadcast.
+
+    The model is registered as ``_orig_mod`` so that layer names stay the model's own.
+    """
+
+    def __init__(
+        self, model: nn.Module, template: Any, keys: Sequence[Any], shapes: Sequence[Tuple[int, ...]],
+        riding: Mapping[Any, Tensor],
+    ) -> None:
+        super().__init__()
+        self._orig_mod = model
+        self.template, self.keys, self.shapes, self.riding = template, list(keys), list(shapes), dict(riding)
+        self.sizes = [math.prod(s) for s in shapes]
+
+    def forward(self, flat: Tensor) -> Any:
+        m = flat.shape[0]
+        values: Dict[Any, Tensor] = {}
+        parts = [flat] if len(self.keys) == 1 else flat.split(self.sizes, dim=1)
+        for key, part, shape in zip(self.keys, parts, self.shapes):
+            values[key] = part.reshape((m,) + tuple(shape))
+        for key, t in self.riding.items():
+            values[key] = t.expand((m,) + tuple(t.shape[1:])) if t.shape[0] == 1 else t
+        full = structure_like(self.template, values)
+        if isinstance(self.template, (tuple, list)):
+            full = tuple(values[i] for i in range(len(self.template)))
+        return call_model(self._orig_mod, full)
+
+
+def _row_target(target: Any, i: int, n: int) -> Any:
+    if isinstance(target, Tensor) and target.numel() == n and n > 1:
+        return target.reshape(-1)[i : i + 1]
+    return target
+
+
+def attribute_structured(
+    fn: Callable[..., Any],
+    model: nn.Module,
+    inputs: Any,
+    target: Any = None,
+    /,
+    *,
+    per_input: bool = False,
+    takes_shard: bool = False,
+    shard: Optional[Tuple[int, int]] = None,
+    per_input_options: Optional[Mapping[Any, Mapping[str, Any]]] = None,
+    **options: Any,
+) -> Any:
+    """``fn(model, x, target, **options)`` on structured ``inputs``; maps in the inputs' structure.
+
+    Args:
+        fn: any attribution function of the signature ``f(model, inputs, target, **options)``.
+        per_input: attribute one input at a time, the others as they are (occlusion's rule).
+        takes_shard: the method takes ``shard=(start, total)`` (SmoothGrad): rows run one at a time keep
+            their place in the whole probe's random numbers.
+        shard: this call's rows are rows ``start..`` of a ``total``-row probe.
+        per_input_options: with ``per_input``, options for one input (by key) over ``options``.
+
+    Example:
+        >>> import torch
+        >>> from lightning_xai import functional as F
+        >>> class Two(torch.nn.Module):
+        ...     def forward(self, a, b):
+        ...         return (2 * a).sum(1) + (3 * b).sum(1)
+        >>> maps = attribute_structured(F.input_x_gradient, Two(), (torch.ones(2, 3), torch.ones(2, 2)))
+        >>> maps[0].tolist(), maps[1].tolist()
+        ([[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]], [[3.0, 3.0], [3.0, 3.0]])
+    """
+    entries = input_entries(inputs)
+    attributed = [(k, t) for k, t in entries if t.is_floating_point()]
+    riding = {k: t for k, t in entries if not t.is_floating_point()}
+    if not attributed:
+        raise ValueError(
+            "the inputs hold no floating-point tensor to attribute (token ids are attributed at their "
+            "embedding's output: pass embedding=)"
+        )
+    n = input_rows(inputs)
+    first, total = (0, n) if shard is None else (int(shard[0]), int(shard[1]))
+    results: Dict[Any, Tensor] = {}
+    groups = [[kt] for kt in attributed] if per_input else [attributed]
+    for group in groups:
+        keys = [k for k, _ in group]
+        shapes = [tuple(t.shape[1:]) for _, t in group]
+        # one input at a time keeps its own shape (occlusion's windows are the input's); together: one flat tensor
+        flat = group[0][1] if per_input else torch.cat([t.reshape(n, -1) for _, t in group], dim=1)
+        opts = dict(options)
+        if per_input and per_input_options:
+            opts.update(per_input_options.get(keys[0], {}))
+        fixed = dict(riding)
+        if per_input:
+            fixed.update({k: t for k, t in attributed if k not in keys})
+        if not fixed:
+            extra = {"shard": (first, total)} if takes_shard and shard is not None else {}
+            out = fn(_Flat(model, inputs, keys, shapes, {}), flat, target, **opts, **extra)
+        else:
+            parts = []
+            for i in range(n):
+                wrapped = _Flat(model, inputs, keys, shapes, {k: t[i : i + 1] for k, t in fixed.items()})
+                extra = {"shard": (first + i, total)} if takes_shard else {}
+                parts.append(fn(wrapped, flat[i : i + 1], _row_target(target, i, n), **opts, **extra))
+            out = torch.cat(parts)
+        if not isinstance(out, Tensor) or out.shape != flat.shape:
+            raise ValueError(
+                f"on structured inputs a method must return maps shaped like its inputs; got "
+                f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__} for {tuple(flat.shape)} "
+                "(layer methods such as Grad-CAM explain one image input)"
+            )
+        pieces = [out] if per_input else out.split([math.prod(s) for s in shapes], dim=1)
+        for key, part, shape in zip(keys, pieces, shapes):
+            results[key] = part.reshape((n,) + shape)
+    return structure_like(inputs, results)

@@ -1,0 +1,41 @@
+"""The example trainers of issue 15: a planted shortcut token stopped by the gate; signals explained."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load(name: str):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(f"{name}_example", os.path.join(ROOT, "example_trainers", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_text_shortcut_token_is_stopped_and_clean_run_passes(tmp_path):
+    text = _load("text")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        shortcut = text.main(["--logdir", str(tmp_path / "logs")])
+        clean = text.main(["--clean", "--epochs", "3", "--logdir", str(tmp_path / "logs")])
+    assert shortcut["stopped"] and shortcut["stopped_epoch"] == 2
+    assert all(e["checks"][0]["value"] > 0.5 for e in shortcut["report"])  # the model reads zzz
+    assert not clean["stopped"] and clean["epochs_run"] == 3
+    assert all(e["checks"][0]["value"] < 0.2 for e in clean["report"])
+    assert clean["val_acc"] > shortcut["val_acc"] + 0.15
+
+
+def test_sequence_example_explains_the_bumps(tmp_path):
+    sequence = _load("sequence")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = sequence.main(["--epochs", "2", "--logdir", str(tmp_path / "logs")])
+    assert result["val_acc"] > 0.9
+    assert all(v > 0.4 for v in result["bump_mass"])  # the bumps are 14% of the steps
+    assert any(name.startswith("events") for _, _, files in os.walk(tmp_path / "logs") for name in files)
