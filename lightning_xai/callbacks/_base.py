@@ -18,11 +18,18 @@ from torch import Tensor, nn
 from .. import functional as F
 from .._lightning import Callback, TensorBoardLoggers, rank_zero_warn
 from ..engine import AttributionEngine, Chunking, Shard, check_target_rule, first_output, resolve_target, target_key
-from ..errors import SanityCheckError
 from ..functional.methods import MethodCall
 from ..probe import ProbeSet, ProbeSpec, split_item
 from ..sink import LogSink
 from ._cache import engine_for
+from ._schedule import (
+    attribution_dtype,
+    guard_hook,
+    in_fit,
+    is_overridden,
+    schedule_warning,
+    stage_of,
+)
 from ._terminal import fit_end_line, shows_progress
 
 __all__ = ["XAICallback", "TargetSpec"]
@@ -52,7 +59,7 @@ class XAICallback(Callback):
         for name in cls._GUARDED_HOOKS:
             hook = cls.__dict__.get(name)
             if hook is not None and not getattr(hook, "_xai_guarded", False):
-                setattr(cls, name, _guard_hook(hook))
+                setattr(cls, name, guard_hook(hook))
 
     #: whether the callback explains probes of several inputs (a tuple or dict of tensors)
     accepts_structured_probes: bool = False
@@ -108,7 +115,7 @@ class XAICallback(Callback):
         self.chunking = Chunking(chunk_size)
         self.chunk_size = chunk_size
         self.on_error = on_error
-        self.dtype = _attribution_dtype(dtype)
+        self.dtype = attribution_dtype(dtype)
         self._warned: set = set()
         #: the probe part of ``state_key``, fixed at construction: a ``ProbeSpec`` keeps its key once drawn,
         #: so a checkpoint written after the draw loads into a callback that has not drawn yet
@@ -184,7 +191,7 @@ class XAICallback(Callback):
         # need its setup(), which runs after the callbacks', so they are asked when validation starts
         owners = (getattr(trainer, "datamodule", None),) if stage is not None else (getattr(trainer, "datamodule", None), pl_module)
         for owner in owners:
-            if owner is not None and _is_overridden(owner, hook):
+            if owner is not None and is_overridden(owner, hook):
                 loader = getattr(owner, hook)()
                 break
         if loader is None:  # loaders passed straight to fit/validate: known once the loop starts
@@ -220,23 +227,9 @@ class XAICallback(Callback):
 
     def _check_schedule(self, trainer: Any) -> None:
         """Warn once, at setup, when the run's validation loop can never run this callback."""
-        name = type(self).__name__
-        limit = getattr(trainer, "limit_val_batches", 1.0)
-        if limit == 0:
-            self._warn_once(
-                "schedule",
-                f"{name} never runs: limit_val_batches=0 turns validation off, and the callbacks run at the end "
-                "of validation. Give limit_val_batches a positive value, or remove the callback.",
-            )
-            return
-        runs = expected_validation_runs(trainer)
-        if runs is not None and self.every_n_epochs > runs:
-            self._warn_once(
-                "schedule",
-                f"{name}(every_n_epochs={self.every_n_epochs}) never runs: this run validates {runs} time(s) "
-                f"(max_epochs={trainer.max_epochs}, check_val_every_n_epoch={trainer.check_val_every_n_epoch}), and "
-                f"every_n_epochs counts validation runs. Use every_n_epochs <= {max(1, runs)}.",
-            )
+        warning = schedule_warning(type(self).__name__, self.every_n_epochs, trainer)
+        if warning:
+            self._warn_once("schedule", warning)
 
     # ------------------------------------------------------------------ the model
     def _probe_fits(self, pl_module: nn.Module, fix: str = "") -> Any:
@@ -482,104 +475,3 @@ class XAICallback(Callback):
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         self.on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
-
-
-def in_fit(trainer: Any) -> bool:
-    """Whether ``trainer`` is inside ``fit`` (not ``validate()``, ``test()`` or ``predict()``)."""
-    return stage_of(trainer) == "fit"
-
-
-def stage_of(trainer: Any) -> str:
-    fn = getattr(getattr(trainer, "state", None), "fn", None)
-    return str(getattr(fn, "value", fn or "fit"))
-
-
-def expected_validation_runs(trainer: Any) -> Optional[int]:
-    """How many validation runs ``fit`` makes, when the Trainer's settings say it (else None)."""
-    max_epochs = getattr(trainer, "max_epochs", None)
-    every = getattr(trainer, "check_val_every_n_epoch", 1)
-    interval = getattr(trainer, "val_check_interval", 1.0)
-    if not max_epochs or max_epochs < 0 or getattr(trainer, "max_steps", -1) != -1 or not every:
-        return None
-    if not (isinstance(interval, float) and 0 < interval <= 1.0):
-        return None
-    return (max_epochs // every) * max(1, int(round(1.0 / interval)))
-
-
-def _attribution_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
-    names = {"float32": torch.float32, "fp32": torch.float32, "32": torch.float32,
-             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
-             "16": torch.float16, "float64": torch.float64, "fp64": torch.float64, "64": torch.float64}
-    if isinstance(dtype, torch.dtype) and dtype in names.values():
-        return dtype
-    if isinstance(dtype, str) and dtype in names:
-        return names[dtype]
-    raise ValueError(
-        f"dtype must be one of 'float32' (default), 'bfloat16', 'float16', 'float64' or a torch dtype; got {dtype!r}"
-    )
-
-
-def _is_overridden(owner: Any, hook: str) -> bool:
-    """Whether a datamodule/LightningModule defines ``hook`` itself (the base classes raise in it)."""
-    for klass in type(owner).__mro__:
-        if hook in klass.__dict__:
-            return klass.__module__.split(".")[0] not in ("pytorch_lightning", "lightning")
-    return False
-
-
-#: what a validation run leaves for inspection (not state: outside fit, kept after the state is put back)
-_RESULTS = ("last_attributions", "last_summary", "last_scores")
-
-#: guarded hooks that update a callback's state (history, colour scales, patience): a failure in
-#: them restores the state they started from
-_SNAPSHOT_HOOKS = ("on_validation_epoch_end", "on_train_epoch_end")
-
-
-def _guard_hook(hook: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a hook so that with ``on_error="warn"`` a failure warns and training goes on."""
-    import functools
-
-    @functools.wraps(hook)
-    def guarded(self: "XAICallback", trainer: Any, *args: Any, **kwargs: Any) -> Any:
-        if hook.__name__ in _SNAPSHOT_HOOKS and not in_fit(trainer) and not trainer.sanity_checking:
-            # validate()/test() outside fit explain and log the current model but change no state; the
-            # results it made stay readable (``last_attributions``, ``last_summary``, ``last_scores``)
-            kept = self._snapshot()
-            try:
-                return _call(self, hook, trainer, *args, **kwargs)
-            finally:
-                results = {name: getattr(self, name) for name in _RESULTS if hasattr(self, name)}
-                self._restore(kept)
-                for name, value in results.items():
-                    setattr(self, name, value)
-        return _call(self, hook, trainer, *args, **kwargs)
-
-    guarded._xai_guarded = True  # type: ignore[attr-defined]
-    return guarded
-
-
-def _call(self: "XAICallback", hook: Callable[..., Any], trainer: Any, *args: Any, **kwargs: Any) -> Any:
-    """``hook``, with ``on_error="warn"`` turning a failure into a warning (single process)."""
-    if self.on_error == "raise" or getattr(trainer, "world_size", 1) > 1:
-        # under DDP a rank that skipped would leave the others waiting in a collective: raise
-        return hook(self, trainer, *args, **kwargs)
-    # an epoch-level hook that fails midway leaves the callback as it was before the hook
-    snapshot = None
-    try:
-        if hook.__name__ in _SNAPSHOT_HOOKS:
-            snapshot = self._snapshot()
-        return hook(self, trainer, *args, **kwargs)
-    except SanityCheckError:
-        raise  # the gate's decision is not an error of the callback
-    except Exception as err:  # noqa: BLE001 - on_error="warn" is the user's choice
-        restored = ""
-        if snapshot is not None:
-            try:
-                self._restore(snapshot)
-            except Exception as again:  # noqa: BLE001 - report both, keep training as asked
-                restored = f" (its state could not be rolled back: {type(again).__name__}: {again})"
-        rank_zero_warn(
-            f"{type(self).__name__}.{hook.__name__} failed and was skipped (on_error='warn'): "
-            f"{type(err).__name__}: {err}{restored}"
-        )
-        return None
