@@ -42,10 +42,19 @@ def named_modules(model: nn.Module) -> Dict[str, nn.Module]:
     return out
 
 
-def _eager_stance() -> ContextManager[object]:
-    """Compiled code runs eagerly (torch >= 2.6; older versions have no stance to set)."""
+def _compiled(model: nn.Module) -> bool:
+    """Whether ``model`` holds compiled code: a ``torch.compile`` wrapper anywhere inside, or a forward
+    that Lightning compiled (``trainer.fit(torch.compile(module))``)."""
+    return any(
+        type(m).__name__ == "OptimizedModule" or getattr(m, "_compiler_ctx", None) for m in model.modules()
+    )
+
+
+def _eager_stance(model: nn.Module) -> ContextManager[object]:
+    """Compiled code runs eagerly (torch >= 2.6; older versions have no stance to set). Setting the
+    stance costs milliseconds, so it is set only for models that hold compiled code."""
     set_stance = getattr(torch.compiler, "set_stance", None)
-    return set_stance("force_eager") if set_stance is not None else nullcontext()
+    return set_stance("force_eager") if set_stance is not None and _compiled(model) else nullcontext()
 
 
 def _buffers(model: nn.Module) -> List[Tuple[nn.Module, str, torch.Tensor, int, torch.Tensor]]:
@@ -86,7 +95,7 @@ def explaining(model: nn.Module) -> Iterator[nn.Module]:
     flags = [(p, p.requires_grad) for p in model.parameters()]
     buffers = _buffers(model)
     try:
-        with torch.inference_mode(False), torch.enable_grad(), _eager_stance():
+        with torch.inference_mode(False), torch.enable_grad(), _eager_stance(model):
             for p, _ in flags:
                 p.requires_grad_(False)
             model.eval()
