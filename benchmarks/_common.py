@@ -161,6 +161,26 @@ def setup(args: argparse.Namespace) -> None:
     CLOCK["name"] = "process CPU time" if args.clock == "cpu" else "wall time"
 
 
+def captum_wanted(args: argparse.Namespace) -> bool:
+    """``args.captum`` (the scripts' ``--no-captum``), and only where Captum is installed."""
+    if not getattr(args, "captum", False):
+        return False
+    try:
+        import captum  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def probe_batch(args: argparse.Namespace, model: nn.Module, n: int) -> Any:
+    """``n`` seeded random inputs of the benchmark's shape on its device, and the model's predicted classes."""
+    g = torch.Generator().manual_seed(args.seed)
+    x = torch.randn(n, *input_shape(args), generator=g).to(args.device)
+    with torch.no_grad():
+        t = model(x).argmax(1)
+    return x, t
+
+
 def now() -> float:
     return CLOCK["fn"]()
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List
 import torch
 from torch import nn
 
-from _common import base_parser, emit, interleaved, cam_layer, input_shape, make_model, model_label, median, setup, table
+from _common import captum_wanted, probe_batch, base_parser, emit, interleaved, cam_layer, input_shape, make_model, model_label, median, setup, table
 
 from lightning_xai import ProbeSet, functional as F
 from lightning_xai.engine import AttributionEngine
@@ -151,16 +151,9 @@ def main(argv: Any = None) -> Dict[str, Any]:
     p.add_argument("--no-captum", dest="captum", action="store_false")
     args = p.parse_args(argv)
     setup(args)
-    if args.captum:
-        try:
-            import captum  # noqa: F401
-        except ImportError:
-            args.captum = False
+    args.captum = captum_wanted(args)
     model = make_model(args).to(args.device)
-    g = torch.Generator().manual_seed(args.seed)
-    x = torch.randn(args.probe, *input_shape(args), generator=g).to(args.device)
-    with torch.no_grad():
-        t = model(x).argmax(1)
+    x, t = probe_batch(args, model, args.probe)
     results: Dict[str, Any] = {}
     rows = []
     for method in args.methods:
