@@ -212,11 +212,12 @@ class DeadReLUMonitor(XAICallback):
         sums; their layout is the union of the layers the ranks saw (a rank whose data skipped a
         layer adds zeros there), agreed on in one exchange of layer names.
         """
-        layout = F.relu_layout(counts)
-        if getattr(trainer, "world_size", 1) > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            layouts: List[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(layouts, layout)
-            layout = sorted({entry for part in layouts for entry in map(tuple, part)})
+        if not (getattr(trainer, "world_size", 1) > 1 and torch.distributed.is_available()
+                and torch.distributed.is_initialized()):
+            return counts  # one process: nothing to sum
+        layouts: List[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(layouts, F.relu_layout(counts))
+        layout = sorted({entry for part in layouts for entry in map(tuple, part)})
         state = F.ReLUCountState(layout).to(getattr(pl_module, "device", torch.device("cpu")))
         state.update(counts)
         return state.compute()
