@@ -46,6 +46,7 @@ from ._lightning import TensorBoardLoggers, logger_classes, rank_zero_warn
 
 __all__ = [
     "LogSink",
+    "warn_once",
     "DEFAULT_LAYOUT",
     "CATEGORIES",
     "write_layout",
@@ -531,6 +532,13 @@ def markdown_html(markdown: str) -> str:
 # ----------------------------------------------------------------------------------------------
 # the sink
 # ----------------------------------------------------------------------------------------------
+def warn_once(warned: Set[str], key: str, message: str) -> None:
+    """Warn (rank zero) unless ``key`` is in ``warned``, the set of warnings already given; then record it."""
+    if key not in warned:
+        warned.add(key)
+        rank_zero_warn(message)
+
+
 class LogSink:
     """Everything a callback logs, for one trainer: scalars, pictures, text, histograms, files.
 
@@ -563,9 +571,7 @@ class LogSink:
         return int(self.trainer.global_step)
 
     def warn_once(self, key: str, message: str) -> None:
-        if key not in self.warned:
-            self.warned.add(key)
-            rank_zero_warn(message)
+        warn_once(self.warned, key, message)
 
     def scalars(self, metrics: Mapping[str, float]) -> None:
         """To every logger and to ``trainer.callback_metrics`` (for EarlyStopping & co), every rank."""

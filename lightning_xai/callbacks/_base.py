@@ -16,11 +16,11 @@ import torch
 from torch import Tensor, nn
 
 from .. import functional as F
-from .._lightning import Callback, TensorBoardLoggers, rank_zero_warn
+from .._lightning import Callback, TensorBoardLoggers
 from ..engine import AttributionEngine, Chunking, Shard, check_target_rule, first_output, resolve_target, target_key
 from ..functional.methods import MethodCall
 from ..probe import ProbeSet, ProbeSpec, split_item
-from ..sink import LogSink
+from ..sink import LogSink, warn_once
 from ._cache import engine_for
 from ._schedule import (
     attribution_dtype,
@@ -330,9 +330,7 @@ class XAICallback(Callback):
         return LogSink(trainer, owner=type(self).__name__, warned=self._warned, prefix=prefix)
 
     def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            rank_zero_warn(message)
+        warn_once(self._warned, key, message)
 
     # ------------------------------------------------------------------ state
     #: attributes outside the checkpoint state that an epoch updates (``last_*`` results): restored
