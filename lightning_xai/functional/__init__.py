@@ -39,6 +39,7 @@ from .structured import (
     inputs_to,
     is_structured,
     map_tensors,
+    sample_rows,
     structure_like,
     take_rows,
 )
@@ -166,6 +167,7 @@ __all__ = [
     "select_model_output",
     "with_output",
     "attribute_structured",
+    "sample_rows",
     "attribute_tokens",
     "find_embedding",
     "has_token_inputs",

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from ._guard import explaining, named_modules
 from .outputs import OutputSpec, select_model_output, with_output
+from .structured import sample_rows
 
 __all__ = [
     "ONE_PASS_METHODS",
@@ -324,6 +325,7 @@ def _gradient_pass(
     create_input_grad: bool = True,
     validate: Any = _ALL,
     copy: bool = True,
+    rows: Union[None, slice, Tensor] = None,
 ) -> Tuple[Optional[Tensor], Optional[Tensor], Tensor]:
     """One forward+backward pass: input gradient, Grad-CAM map at ``layer``, the model's outputs.
 
@@ -332,6 +334,7 @@ def _gradient_pass(
     gradient are let go there: holding them to the end would add both to the pass's peak memory.
 
     ``copy=False`` when ``inputs`` is a tensor the caller just made (inside :func:`explaining`).
+    ``rows``: which samples of the method's inputs the pass's rows are (:func:`sample_rows`).
     """
     # the input always joins the graph (parameters are frozen); its gradient is only asked for when needed.
     # A copy is needed only for tensors made under inference mode, which cannot join autograd.
@@ -341,7 +344,8 @@ def _gradient_pass(
     cam: List[Tensor] = []
     gx: Optional[Tensor] = None
     try:
-        raw = model(x)
+        with sample_rows(rows):
+            raw = model(x)
         _note("forward", x.shape[0])
         if capture is not None and capture.modified():
             # the layer's output was changed in place downstream: redo the pass with a copy (once per layer)
@@ -350,7 +354,8 @@ def _gradient_pass(
             handle.remove()
             capture = _Capture(clone=True)
             handle = layer.register_forward_hook(capture)
-            raw = model(x)
+            with sample_rows(rows):
+                raw = model(x)
             _note("forward", x.shape[0])
         out = select_output(raw, target, validate)
         held: List[Tensor] = []  # the layer's activation, held only until its map is made
@@ -513,7 +518,7 @@ def attribute_many(
             t_chunk = t if t is None or isinstance(t, str) else t[s:e]
             gx, cam_map, logits = _gradient_pass(
                 model, inputs[s:e], t_chunk, layer_mod, create_input_grad=want_input,
-                validate=t if s == 0 else None,
+                validate=t if s == 0 else None, rows=slice(s, e),
             )
             if return_outputs:
                 outs.append(logits)
@@ -664,7 +669,8 @@ def _forward_logits(model: nn.Module, x: Tensor, chunk: int) -> Tensor:
     outs = []
     with torch.no_grad():
         for s, e in _chunks(x.shape[0], chunk):
-            outs.append(_logits(model(x[s:e])))
+            with sample_rows(slice(s, e)):
+                outs.append(_logits(model(x[s:e])))
             _note("forward", e - s)
     return _cat(outs)
 
@@ -676,13 +682,16 @@ def _resolve_predicted(model: nn.Module, x: Tensor, t: Union[None, str, Tensor],
     return t
 
 
-def _forward_selected(model: nn.Module, x: Tensor, target: Optional[Tensor], chunk: int) -> Tensor:
+def _forward_selected(
+    model: nn.Module, x: Tensor, target: Optional[Tensor], chunk: int, samples: Optional[Tensor] = None
+) -> Tensor:
+    """The target outputs on ``x`` in chunks; ``samples``: which sample each row of ``x`` is (default: row i is i)."""
     outs = []
     with torch.no_grad():
         for s, e in _chunks(x.shape[0], chunk):
-            outs.append(
-                select_output(model(x[s:e]), None if target is None else target[s:e], target if s == 0 else None)
-            )
+            with sample_rows(slice(s, e) if samples is None else samples[s:e]):
+                out = model(x[s:e])
+            outs.append(select_output(out, None if target is None else target[s:e], target if s == 0 else None))
             _note("forward", e - s)
     return _cat(outs)
 
@@ -788,7 +797,7 @@ def integrated_gradients(
                 k0, a, b = s // n, s % n, (e - 1) % n + 1
                 path = base[a:b] + alpha_t[k0] * diff[a:b]
                 gx, _, _ = _gradient_pass(
-                    model, path, None if t is None else t[a:b], validate=validate, copy=False
+                    model, path, None if t is None else t[a:b], validate=validate, copy=False, rows=slice(a, b)
                 )
                 assert gx is not None
                 total[a:b] += gx.mul_(step_t[k0])  # gx is this pass's own buffer: scaled in place
@@ -797,7 +806,7 @@ def integrated_gradients(
             idx = torch.arange(s, e, device=x.device)
             k, i = idx // n, idx % n
             path = base[i] + alpha_t[k].view(view) * diff[i]
-            gx, _, _ = _gradient_pass(model, path, None if t is None else t[i], validate=validate, copy=False)
+            gx, _, _ = _gradient_pass(model, path, None if t is None else t[i], validate=validate, copy=False, rows=i)
             assert gx is not None
             total.index_add_(0, i, gx.mul_(step_t[k].view(view)))
             del gx, path
@@ -805,7 +814,7 @@ def integrated_gradients(
         if not return_convergence_delta:
             return attr
         tt = None if t is None else torch.cat([t, t])
-        f = _forward_selected(model, torch.cat([x, base]), tt, chunk)
+        f = _forward_selected(model, torch.cat([x, base]), tt, chunk, torch.arange(n, device=x.device).repeat(2))
         delta = attr.reshape(n, -1).sum(1) - (f[:n] - f[n:])
     return attr, delta
 
@@ -939,7 +948,7 @@ def smoothgrad(
             else:
                 noisy.add_(x.index_select(0, i))
             gx, _, _ = _gradient_pass(
-                model, noisy, None if t is None else t[i], validate=t if s == 0 else None, copy=False
+                model, noisy, None if t is None else t[i], validate=t if s == 0 else None, copy=False, rows=i
             )
             assert gx is not None
             del noisy
@@ -1053,7 +1062,8 @@ def occlusion(
                 p0, a, b = s // n, s % n, (e - 1) % n + 1
                 m = masks[p0]
                 occluded = torch.where(m, base[a:b], x[a:b])
-                f = select_output(model(occluded), None if t is None else t[a:b], None)
+                with sample_rows(slice(a, b)):
+                    f = select_output(model(occluded), None if t is None else t[a:b], None)
                 _note("forward", e - s)
                 total[a:b] += (f0[a:b] - f).view(column) * m.to(x.dtype)
                 continue
@@ -1061,7 +1071,8 @@ def occlusion(
             where, i = idx // n, idx % n
             m = masks[where]
             occluded = torch.where(m, base[i], x[i])
-            f = select_output(model(occluded), None if t is None else t[i], None)
+            with sample_rows(i):
+                f = select_output(model(occluded), None if t is None else t[i], None)
             _note("forward", e - s)
             drop = (f0[i] - f).view(column)
             total.index_add_(0, i, drop * m.to(x.dtype))

@@ -65,6 +65,7 @@ import torch
 from torch import Tensor, nn
 
 from ._guard import explaining
+from .structured import sample_rows
 from .drift import GridLike, check_grid
 from .attribution import (
     TargetLike,
@@ -235,6 +236,7 @@ def _coalition_outputs(
                 keep = keep.view((-1,) + shape)
                 rows = torch.where(keep, x[a:b], base[a:b])
                 t = None if target is None else target[a:b]
+                samples: Union[slice, Tensor] = slice(a, b)
             else:
                 idx = torch.arange(s, e, device=x.device)
                 k, i = idx // n, idx % n
@@ -242,7 +244,9 @@ def _coalition_outputs(
                 keep = ck.index_select(1, flat[0]) if shared else ck.gather(1, flat.index_select(0, i))
                 rows = torch.where(keep.view((-1,) + shape), x.index_select(0, i), base.index_select(0, i))
                 t = None if target is None else target.index_select(0, i)
-            out[s:e] = select_output(model(rows), t, target if s == 0 else None).double()
+                samples = i
+            with sample_rows(samples):
+                out[s:e] = select_output(model(rows), t, target if s == 0 else None).double()
             _note("forward", e - s)
     return out.view(s_count, n)
 
@@ -650,7 +654,8 @@ def gradient_shap(
             a = alpha[s:e].view(view)
             point = a * noisy + (1.0 - a) * b  # Captum's form of b + a (x' - b)
             gx, _, _ = _gradient_pass(
-                model, point, None if t is None else t.index_select(0, i), validate=t if s == 0 else None, copy=False
+                model, point, None if t is None else t.index_select(0, i), validate=t if s == 0 else None, copy=False,
+                rows=i,
             )
             assert gx is not None
             total.index_add_(0, i, gx.mul_(noisy - b))

@@ -10,9 +10,11 @@ and integrated gradients, SmoothGrad and the samplers perturb all attributed inp
 does with tuple inputs. Occlusion occludes one input at a time with the others as they are (Captum's
 rule for tuple inputs), with its window applied to each input's own shape.
 
-With riding tensors, the method runs one probe row at a time (each call's rows are the same sample, so
-its riding row is broadcast); SmoothGrad keeps its place in the whole probe's noise stream (``shard``),
-so the maps equal one batched call's.
+With riding tensors, each row a method evaluates needs its own sample's riding row. The built-in methods
+say which samples every model call evaluates (:func:`sample_rows`), so they run batched as on one tensor.
+A method that does not say (Captum's, a user's) runs one probe row at a time (each call's rows are the
+same sample, so its riding row is broadcast); SmoothGrad keeps its place in the whole probe's noise
+stream (``shard``), so the maps equal one batched call's.
 
 Attributions come back in the inputs' structure: a tuple with one entry per input (``None`` for a riding
 input), a dict with an entry per attributed input.
@@ -22,7 +24,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +44,7 @@ __all__ = [
     "inputs_device",
     "attribute_structured",
     "structure_like",
+    "sample_rows",
 ]
 
 #: a tensor, a tuple of tensors (``model(*inputs)``) or a dict of tensors (``model(**inputs)``)
@@ -111,20 +116,61 @@ def inputs_device(x: Any) -> torch.device:
     return next(t for _, t in input_entries(x) if t is not None).device
 
 
+#: the samples the model calls in progress evaluate: a slice or an index tensor into the method's inputs
+_ROWS: ContextVar[Union[None, slice, Tensor]] = ContextVar("lightning_xai_sample_rows", default=None)
+
+
+@contextmanager
+def sample_rows(rows: Union[None, slice, Tensor]) -> Iterator[None]:
+    """Declare which samples of its inputs a method's model calls inside the block evaluate: row ``j`` of
+    the batch it passes is sample ``rows[j]`` (a slice or an index tensor). Models of several inputs use
+    it to give each row its own riding inputs, so that the method runs batched (without it, one probe
+    row at a time). The built-in methods declare every call; a user's method may, to run batched too.
+
+    Example:
+        >>> import torch
+        >>> from lightning_xai import functional as F
+        >>> def doubled_rows(model, x, target=None):  # evaluates every sample twice, in one batch
+        ...     rows = torch.arange(x.shape[0]).repeat(2)
+        ...     with F.sample_rows(rows):
+        ...         out = model(x[rows])
+        ...     return out.detach()[x.shape[0]:]  # the second copy: each row with its own mask
+        >>> class Masked(torch.nn.Module):
+        ...     def forward(self, x, mask):
+        ...         return x * mask
+        >>> F.attribute_structured(doubled_rows, Masked(), (torch.ones(2, 3), torch.tensor([[1, 0, 1], [0, 1, 1]])))[0]
+        tensor([[1., 0., 1.],
+                [0., 1., 1.]])
+    """
+    token = _ROWS.set(rows)
+    try:
+        yield
+    finally:
+        _ROWS.reset(token)
+
+
+class _RowsUnknown(Exception):
+    """A batched call of a model with riding inputs did not say which samples it evaluates."""
+
+
 class _Flat(nn.Module):
-    """``model`` called on one flat ``(M, D)`` tensor of the attributed inputs; riding rows broadcast.
+    """``model`` called on one flat ``(M, D)`` tensor of the attributed inputs, with the riding ones added:
+    one row broadcast (``aligned=False``), or each row's own sample's (``aligned=True``: the method declares
+    the samples with :func:`sample_rows`).
 
     The model is registered as ``_orig_mod`` so that layer names stay the model's own.
     """
 
     def __init__(
         self, model: nn.Module, template: Any, keys: Sequence[Any], shapes: Sequence[Tuple[int, ...]],
-        riding: Mapping[Any, Tensor],
+        riding: Mapping[Any, Tensor], aligned: bool = False,
     ) -> None:
         super().__init__()
         self._orig_mod = model
         self.template, self.keys, self.shapes, self.riding = template, list(keys), list(shapes), dict(riding)
         self.sizes = [math.prod(s) for s in shapes]
+        self.aligned = aligned
+        self.n = next((int(t.shape[0]) for t in self.riding.values()), 0)
 
     def forward(self, flat: Tensor) -> Any:
         m = flat.shape[0]
@@ -132,8 +178,16 @@ class _Flat(nn.Module):
         parts = [flat] if len(self.keys) == 1 else flat.split(self.sizes, dim=1)
         for key, part, shape in zip(self.keys, parts, self.shapes):
             values[key] = part.reshape((m,) + tuple(shape))
+        rows = _ROWS.get() if self.aligned and self.riding else None
+        if self.aligned and self.riding:
+            size = -1 if rows is None else (len(range(*rows.indices(self.n))) if isinstance(rows, slice) else rows.numel())
+            if size != m:
+                raise _RowsUnknown
         for key, t in self.riding.items():
-            values[key] = t.expand((m,) + tuple(t.shape[1:])) if t.shape[0] == 1 else t
+            if rows is not None:
+                values[key] = t[rows] if isinstance(rows, slice) else t.index_select(0, rows.to(t.device))
+            else:
+                values[key] = t.expand((m,) + tuple(t.shape[1:])) if t.shape[0] == 1 else t
         full = structure_like(self.template, values)
         if isinstance(self.template, (tuple, list)):
             full = tuple(values[i] for i in range(len(self.template)))
@@ -144,6 +198,21 @@ def _row_target(target: Any, i: int, n: int) -> Any:
     if isinstance(target, Tensor) and target.numel() == n and n > 1:
         return target.reshape(-1)[i : i + 1]
     return target
+
+
+def _row_by_row(
+    fn: Callable[..., Any], model: nn.Module, inputs: Any, keys: Sequence[Any], shapes: Sequence[Tuple[int, ...]],
+    fixed: Mapping[Any, Tensor], flat: Tensor, target: Any, opts: Mapping[str, Any], takes_shard: bool, first: int,
+    total: int,
+) -> Tensor:
+    """``fn`` on one probe row at a time, its riding row broadcast over whatever rows the method makes."""
+    n = flat.shape[0]
+    parts = []
+    for i in range(n):
+        wrapped = _Flat(model, inputs, keys, shapes, {k: t[i : i + 1] for k, t in fixed.items()})
+        extra = {"shard": (first + i, total)} if takes_shard else {}
+        parts.append(fn(wrapped, flat[i : i + 1], _row_target(target, i, n), **opts, **extra))
+    return torch.cat(parts)
 
 
 def attribute_structured(
@@ -206,12 +275,15 @@ def attribute_structured(
             extra = {"shard": (first, total)} if takes_shard and shard is not None else {}
             out = fn(_Flat(model, inputs, keys, shapes, {}), flat, target, **opts, **extra)
         else:
-            parts = []
-            for i in range(n):
-                wrapped = _Flat(model, inputs, keys, shapes, {k: t[i : i + 1] for k, t in fixed.items()})
-                extra = {"shard": (first + i, total)} if takes_shard else {}
-                parts.append(fn(wrapped, flat[i : i + 1], _row_target(target, i, n), **opts, **extra))
-            out = torch.cat(parts)
+            out = None
+            if n > 1:  # batched, where the method says which samples each call evaluates
+                extra = {"shard": (first, total)} if takes_shard and shard is not None else {}
+                try:
+                    out = fn(_Flat(model, inputs, keys, shapes, fixed, aligned=True), flat, target, **opts, **extra)
+                except _RowsUnknown:
+                    out = None
+            if out is None:
+                out = _row_by_row(fn, model, inputs, keys, shapes, fixed, flat, target, opts, takes_shard, first, total)
         if not isinstance(out, Tensor) or out.shape != flat.shape:
             raise ValueError(
                 f"on structured inputs a method must return maps shaped like its inputs; got "
