@@ -23,7 +23,7 @@ from lightning_xai.renderers import (
     renderer_for,
 )
 
-from .fixtures import images_in, trainer
+from .fixtures import images_in, texts_in, trainer
 
 VOCAB = ["<pad>", "the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far"]
 
@@ -128,6 +128,12 @@ def test_image_and_metadata_panels_side_by_side_each_with_its_own_scale(tmp_path
     assert monitor._vmax["saliency/input0"] == pytest.approx(F.color_scale(maps[0].sum(1)))
     assert monitor._vmax["saliency/input1"] == pytest.approx(F.color_scale(F.global_importance(maps[1])))
     assert monitor._vmax["saliency/input1"] > 3 * monitor._vmax["saliency/input0"]  # the metadata weighs 10x
+    # the text summary's row of each input shows that input's scale
+    ((_, md),) = texts_in(tr.logger.log_dir, "xai/attr/summary")
+    table = [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines() if line.startswith("| ")]
+    rows = {r[0]: dict(zip(table[0], r)) for r in table[1:]}
+    for part in ("input0", "input1"):
+        assert float(rows[f"saliency/{part}"]["colour max"]) == pytest.approx(monitor._vmax[f"saliency/{part}"], rel=1e-3)
 
     # the logged picture is the image grid and the bar chart, each as its input alone draws it, side by side
     panels = [

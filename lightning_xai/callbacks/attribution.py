@@ -312,7 +312,7 @@ class AttributionMonitor(XAICallback):
                 "kind",
                 f"AttributionMonitor: no picture for probe inputs of shape "
                 f"{F.map_tensors(lambda t: tuple(t.shape), self.probe.inputs)}; scalars are logged, images only for "
-                "(N, C, H, W), (N, F), (N, C, T) and token-id probes (or pass renderer=...)",
+                "(N, C, H, W), (N, F), (N, C, T) and token-id probes, or several of them (or pass renderer=...)",
             )
             return None
         n = min(self.max_images, len(self.probe))
