@@ -706,6 +706,17 @@ def texts_in(log_dir: str, tag: str) -> List[Any]:
     return [(e.step, e.tensor_proto.string_val[0].decode()) for e in acc.Tensors(tag)]
 
 
+def images_in(log_dir: str, tag: str) -> List[Any]:
+    """``[(step, HxWx3 uint8 array)]`` of an image tag, each PNG decoded with Pillow."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    acc = read_events(log_dir)
+    return [(e.step, np.asarray(Image.open(io.BytesIO(e.encoded_image_string)).convert("RGB"))) for e in acc.Images(tag)]
+
+
 def event_files(log_dir: str) -> List[str]:
     return sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*")))
 

@@ -31,6 +31,10 @@ class AttributionMonitor(XAICallback):
       misclassified samples get a vermillion caption and frame;
     - tabular probes ``(N, F)``: a bar chart of mean ``|attribution|`` per feature (feature names
       from the probe), its axis kept across epochs by the same policy;
+    - signals ``(N, C, T)`` and token ids ``(N, T)``: lines over a heat strip; tokens on coloured
+      backgrounds, padding left out;
+    - probes of several inputs (a tuple or dict): one panel per attributed input, side by side, each
+      drawn as that input alone would be, each with its own colour scale (kept as ``<method>/<input>``);
     - scalars ``xai/attr/<method>/gini``, ``/entropy`` and ``/top10_mass`` that summarise the maps
       (mean over the probe), through every Lightning logger and into ``trainer.callback_metrics``;
     - text ``xai/attr/summary``: those scalars as a markdown table, one row per method, with each
@@ -69,10 +73,11 @@ class AttributionMonitor(XAICallback):
             ``"per_epoch"``: rescaled to each epoch's maps (compare shapes, not magnitudes);
             a positive number: that maximum, always. The legend under the colour bar names the
             policy and the epoch the scale was set; the maxima are saved in the checkpoint, so a
-            resumed run keeps its colours.
+            resumed run keeps its colours. Each input of several keeps its own (``<method>/<input>``).
         text_summary: log the ``xai/attr/summary`` markdown table each epoch.
         renderer: how the maps are drawn (a :class:`~lightning_xai.renderers.Renderer`); default the
-            one :func:`~lightning_xai.renderers.renderer_for` picks for the probe (images, tables).
+            one :func:`~lightning_xai.renderers.renderer_for` picks for the probe (images, tables,
+            signals, tokens; several inputs side by side).
         dtype: precision of the attributions: ``"float32"`` (default, also for a bf16/fp16 model),
             ``"bfloat16"`` or ``"float16"`` (autocast: faster, less exact), ``"float64"``.
         on_error: ``"raise"`` (default) or ``"warn"``: a failure inside an epoch warns and training
@@ -201,8 +206,6 @@ class AttributionMonitor(XAICallback):
             return
         if self.log_images:
             for method, attr in maps.items():
-                if not isinstance(attr, Tensor):
-                    continue  # no picture of several inputs yet
                 image = self._render(trainer, pl_module, method, attr)
                 if image is not None:
                     sink.image(f"xai/attr/{method}", image)
@@ -233,25 +236,38 @@ class AttributionMonitor(XAICallback):
         return head + "\n\n" + markdown_table(rows, row_header="method")
 
     # ------------------------------------------------------------------ colour scale
-    def _scale(self, trainer: Any, method: str, values: Tensor) -> float:
-        """The colour-scale maximum for ``method`` this epoch (policy ``color_scale``), remembered."""
-        previous = self._vmax.get(method)
+    @staticmethod
+    def scale_key(method: str, part: Optional[str] = None) -> str:
+        """The key a colour scale is kept under: the method, or ``method/input`` for one input of several
+        (each input has its own units, so its own scale).
+
+        Example:
+            >>> AttributionMonitor.scale_key("saliency"), AttributionMonitor.scale_key("saliency", "input_ids")
+            ('saliency', 'saliency/input_ids')
+        """
+        return method if part is None else f"{method}/{part}"
+
+    def _scale(self, trainer: Any, method: str, values: Tensor, part: Optional[str] = None) -> float:
+        """The colour-scale maximum for ``method`` (and input ``part``) this epoch (policy ``color_scale``), remembered."""
+        key = self.scale_key(method, part)
+        previous = self._vmax.get(key)
         vmax = F.next_color_scale(self.color_scale, previous, values)
         if previous is None or vmax != previous:
-            self._vmax_epoch[method] = int(trainer.current_epoch)
-        self._vmax[method] = vmax
+            self._vmax_epoch[key] = int(trainer.current_epoch)
+        self._vmax[key] = vmax
         clipped = F.clipped_fraction(values, vmax)
-        self._clipped[method] = clipped
+        self._clipped[key] = clipped
         if self.color_scale == "fixed" and clipped > self.SATURATION_WARNING:
             self._warn_once(
-                f"saturated-{method}",
-                f"AttributionMonitor: the fixed colour scale of {method!r} (max {vmax:.3g}, set at epoch "
-                f"{self._vmax_epoch[method]}) now clips {clipped:.0%} of the map, which saturates. Pass "
+                f"saturated-{key}",
+                f"AttributionMonitor: the fixed colour scale of {key!r} (max {vmax:.3g}, set at epoch "
+                f"{self._vmax_epoch[key]}) now clips {clipped:.0%} of the map, which saturates. Pass "
                 "color_scale='grow' (raises the scale when outgrown), 'per_epoch', or a number.",
             )
         return vmax
 
-    def _scale_legend(self, method: str) -> str:
+    def _scale_legend(self, method: str, part: Optional[str] = None) -> str:
+        method = self.scale_key(method, part)
         policy = self.color_scale
         since = self._vmax_epoch.get(method, 0)
         if policy == "fixed":
@@ -288,7 +304,7 @@ class AttributionMonitor(XAICallback):
         pred = out.argmax(1)[:n].cpu()
         return (pred != self.probe.targets[:n].to(pred.device).long()).tolist()
 
-    def _render(self, trainer: Any, pl_module: Any, method: str, attr: Tensor) -> Optional[Any]:
+    def _render(self, trainer: Any, pl_module: Any, method: str, attr: Any) -> Optional[Any]:
         assert isinstance(self.probe, ProbeSet)
         renderer = self.renderer or renderer_for(self.probe)
         if renderer is None:
@@ -296,17 +312,18 @@ class AttributionMonitor(XAICallback):
                 "kind",
                 f"AttributionMonitor: no picture for probe inputs of shape "
                 f"{F.map_tensors(lambda t: tuple(t.shape), self.probe.inputs)}; scalars are logged, images only for "
-                "(N, C, H, W), (N, F), (N, C, T) and token-id probes (or pass renderer=...)",
+                "(N, C, H, W), (N, F), (N, C, T) and token-id probes, or several of them (or pass renderer=...)",
             )
             return None
         n = min(self.max_images, len(self.probe))
         # once a method's maps have been signed, keep the diverging colormap (colours stay comparable)
-        self._signed[method] = self._signed.get(method, False) or F.is_signed(attr)
+        parts = [a for _, a in F.input_entries(attr) if a is not None]
+        self._signed[method] = self._signed.get(method, False) or any(F.is_signed(a) for a in parts)
         ctx = RenderContext(
             probe=self.probe, method=method, epoch=int(trainer.current_epoch), step=int(trainer.global_step),
             labels=self._labels(trainer, pl_module, n), mistakes=self._mistakes(trainer, pl_module, n),
-            scale=lambda values: self._scale(trainer, method, values),
-            describe_scale=lambda: self._scale_legend(method), signed=self._signed[method],
+            scale=lambda values, part=None: self._scale(trainer, method, values, part),
+            describe_scale=lambda part=None: self._scale_legend(method, part), signed=self._signed[method],
             max_images=self.max_images, columns=self.GRID_COLUMNS, padding=self._padding(),
         )
         return renderer.render(attr, ctx)

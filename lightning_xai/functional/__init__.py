@@ -142,6 +142,8 @@ from .render import (
     token_chart,
     upsample_map,
     png_bytes,
+    side_by_side,
+    note_panel,
 )
 from .summary import entropy, gini, global_importance, summarize, top_mass
 
@@ -252,6 +254,8 @@ __all__ = [
     "token_chart",
     "upsample_map",
     "png_bytes",
+    "side_by_side",
+    "note_panel",
     "entropy",
     "gini",
     "global_importance",

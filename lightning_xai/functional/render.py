@@ -7,6 +7,7 @@
 - :func:`heatmap_chart`: a labelled matrix (e.g. features x epochs of importance), viridis, colour bar.
 - :func:`image_grid`: inputs (e.g. feature visualisations) as tiles, on a fixed value range, captioned.
 - :func:`filter_grid`: convolution kernels as tiles (signed: blue-white-red, or RGB for 3-channel kernels).
+- :func:`side_by_side`: pictures joined left to right, each under its own title (one panel per input).
 
 Colormaps are colour-blind safe: viridis for unsigned maps, a blue-white-red diverging map
 (ColorBrewer RdBu) for signed ones. Text is drawn with Pillow when it is installed; without it the
@@ -36,6 +37,8 @@ __all__ = [
     "token_chart",
     "image_grid",
     "filter_grid",
+    "side_by_side",
+    "note_panel",
     "color_scale",
     "is_signed",
     "clipped_fraction",
@@ -744,3 +747,52 @@ def token_chart(
         texts.append((x + 2, y0, tok, (0, 0, 0) if light else (255, 255, 255)))
     grid = _draw_text(img, texts)
     return np.concatenate([grid, _colorbar(width, signed, vmax, legend)], axis=0)
+
+
+#: :func:`side_by_side`'s layout: the margin around and between panels, and the height of a panel's title
+PANEL_GAP, PANEL_TITLE_H = 8, 16
+
+
+def side_by_side(panels: Sequence[np.ndarray], titles: Optional[Sequence[str]] = None) -> np.ndarray:
+    """``HxWx3`` uint8 pictures joined left to right on white, each under its title, as one picture.
+
+    Shorter panels are padded with white below; a panel ``i`` of ``h x w`` lies at rows
+    ``PANEL_TITLE_H .. PANEL_TITLE_H + h`` (no titles: ``0 .. h``) and columns ``x .. x + w``, with
+    ``x = PANEL_GAP + sum(width + PANEL_GAP of the panels before it)``.
+
+    Example:
+        >>> import numpy as np
+        >>> a, b = np.zeros((20, 30, 3), np.uint8), np.zeros((10, 40, 3), np.uint8)
+        >>> side_by_side([a, b], ["image", "meta"]).shape
+        (36, 94, 3)
+    """
+    if not panels:
+        raise ValueError("side_by_side needs at least one picture")
+    if titles is not None and len(titles) != len(panels):
+        raise ValueError(f"{len(titles)} titles for {len(panels)} pictures: pass one title per picture")
+    for p in panels:
+        if p.ndim != 3 or p.shape[2] != 3 or p.dtype != np.uint8:
+            raise ValueError(f"side_by_side takes HxWx3 uint8 pictures, got {p.dtype} of shape {p.shape}")
+    top = PANEL_TITLE_H if titles is not None else 0
+    height = top + max(p.shape[0] for p in panels)
+    width = PANEL_GAP + sum(p.shape[1] + PANEL_GAP for p in panels)
+    out = np.full((height, width, 3), 255, dtype=np.uint8)
+    texts: List[tuple] = []
+    x = PANEL_GAP
+    for i, p in enumerate(panels):
+        out[top : top + p.shape[0], x : x + p.shape[1]] = p
+        if titles is not None:
+            texts.append((x, 2, str(titles[i]), (0, 0, 0)))
+        x += p.shape[1] + PANEL_GAP
+    return _draw_text(out, texts) if texts else out
+
+
+def note_panel(text: str, width: int = 220) -> np.ndarray:
+    """A small white ``HxWx3`` uint8 picture holding one line of grey text (a panel with nothing to draw).
+
+    Example:
+        >>> note_panel("no picture for shape (3, 5)").shape
+        (28, 220, 3)
+    """
+    img = np.full((28, int(width), 3), 255, dtype=np.uint8)
+    return _draw_text(img, [(6, 8, text, (90, 90, 90))], size=10)
