@@ -11,7 +11,8 @@ are taken with respect to the inputs only and no parameter ``.grad`` is ever wri
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
-from typing import ContextManager, Dict, Iterator, List, Tuple
+from contextvars import ContextVar
+from typing import ContextManager, Dict, FrozenSet, Iterator, List, Tuple
 
 import torch
 from torch import nn
@@ -75,12 +76,27 @@ def _put_back(saved: List[Tuple[nn.Module, str, torch.Tensor, int, torch.Tensor]
                 buf.copy_(value)
 
 
+#: ids of the models whose flags an enclosing :func:`explaining` has saved and set (per thread and task)
+_EXPLAINING: ContextVar[FrozenSet[int]] = ContextVar("lightning_xai_explaining", default=frozenset())
+
+
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The model under its wrappers: the library's (output selection, several inputs, token ids) and
+    ``torch.compile``'s all hold the wrapped model as ``_orig_mod``."""
+    inner = getattr(model, "_orig_mod", None)
+    while isinstance(inner, nn.Module):
+        model, inner = inner, getattr(inner, "_orig_mod", None)
+    return model
+
+
 @contextmanager
 def explaining(model: nn.Module) -> Iterator[nn.Module]:
     """Run the body with ``model`` in eval mode, parameters frozen and autograd enabled.
 
     Works inside ``torch.no_grad()`` and ``torch.inference_mode()`` (as Lightning's validation
-    loop runs), and restores every flag it changed on exit.
+    loop runs), and restores every flag it changed on exit. Nested inside an ``explaining`` of the
+    same model (or of a wrapper of it), it only makes sure that autograd is on: the outer one has
+    saved and set everything, and puts it back.
 
     Example:
         >>> import torch
@@ -91,6 +107,13 @@ def explaining(model: nn.Module) -> Iterator[nn.Module]:
         >>> net.training, net[0].weight.requires_grad, net[0].weight.grad is None
         (True, True, True)
     """
+    root = id(unwrapped(model))
+    active = _EXPLAINING.get()
+    if root in active:
+        with torch.inference_mode(False), torch.enable_grad():
+            yield model
+        return
+    token = _EXPLAINING.set(active | {root})
     modes = [(m, m.training) for m in model.modules()]
     flags = [(p, p.requires_grad) for p in model.parameters()]
     buffers = _buffers(model)
@@ -106,6 +129,7 @@ def explaining(model: nn.Module) -> Iterator[nn.Module]:
         for p, requires_grad in flags:
             p.requires_grad_(requires_grad)
         _put_back(buffers)
+        _EXPLAINING.reset(token)
 
 
 @contextmanager

@@ -20,6 +20,7 @@ Per method, the maps equal Captum's layer methods on that embedding, summed over
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -61,9 +62,36 @@ def find_embedding(model: nn.Module, embedding: Union[None, str, nn.Module] = No
     return embeddings[0], modules[embeddings[0]]
 
 
+#: per model: ``{(embedding, the inputs' layout): (key, embedding's name)}``, found once
+_FOUND: "weakref.WeakKeyDictionary[nn.Module, Dict[Any, Tuple[Any, str, nn.Module]]]" = weakref.WeakKeyDictionary()
+
+
+def _layout(inputs: Any) -> Tuple[Any, ...]:
+    return (type(inputs).__name__,) + tuple((k, t.dtype, tuple(t.shape[1:])) for k, t in input_entries(inputs))
+
+
 def token_inputs(model: nn.Module, inputs: Any, embedding: Union[None, str, nn.Module] = None) -> Tuple[Any, str, nn.Module]:
     """``(key, name, module)``: which input the embedding reads (its key in the structure, ``None`` for one
-    tensor), found by running the model on the first sample with a hook on the embedding."""
+    tensor), found by running the model on the first sample with a hook on the embedding (once per model,
+    embedding and layout of the inputs)."""
+    cache_key = (embedding if embedding is None or isinstance(embedding, str) else id(embedding), _layout(inputs))
+    found = _FOUND.get(model, {}).get(cache_key)
+    if found is not None and _still_there(model, found[1], found[2]):
+        return found
+    found = _find_token_input(model, inputs, embedding)
+    _FOUND.setdefault(model, {})[cache_key] = found
+    return found
+
+
+def _still_there(model: nn.Module, name: str, module: nn.Module) -> bool:
+    """Whether ``module`` is still the model's ``name`` (a user may have replaced it since)."""
+    try:
+        return model.get_submodule(name) is module
+    except AttributeError:  # a compiled submodule's eager name: look it up the long way
+        return named_modules(model).get(name) is module
+
+
+def _find_token_input(model: nn.Module, inputs: Any, embedding: Union[None, str, nn.Module]) -> Tuple[Any, str, nn.Module]:
     name, emb = find_embedding(model, embedding)
     candidates: List[Tuple[str, nn.Module]]
     if embedding is None:  # several embeddings: the first one that reads an input
@@ -189,20 +217,21 @@ def attribute_tokens(
     ids = dict(entries)[key]
     if method_name == "occlusion":
         return _occlude_tokens(fn, model, inputs, target, key, pad_id, takes_shard, **options)
-    with explaining(model), torch.no_grad():
-        embedded = emb(ids).detach()
-        pad = emb(torch.full_like(ids[:1], int(pad_id))).detach()  # (1, T, D): the same for every row
-    names = {f"x{i}": k for i, (k, _) in enumerate(entries)}
-    structure: Dict[str, Tensor] = {"embedded": embedded}
-    structure.update({s: dict(entries)[k] for s, k in names.items()})
-    wrapped = _AtEmbedding(model, emb, inputs, names)
-    opts = dict(options)
-    if takes_baseline and opts.get("baseline") is None:
-        # integrated gradients (and other path methods): from the padded sequence; other float inputs from 0
-        floats = [t for _, t in input_entries(structure) if t.is_floating_point()]
-        row = [pad.reshape(1, -1)] + [torch.zeros((1, math.prod(t.shape[1:])), dtype=t.dtype, device=t.device) for t in floats[1:]]
-        opts["baseline"] = torch.cat(row, dim=1) if len(row) > 1 else pad.reshape(1, -1)
-    maps = attribute_structured(fn, wrapped, structure, target, takes_shard=takes_shard, **opts)
+    with explaining(model):  # once for the whole call: the method's own explaining nests in it for free
+        with torch.no_grad():
+            embedded = emb(ids).detach()
+            pad = emb(torch.full_like(ids[:1], int(pad_id))).detach()  # (1, T, D): the same for every row
+        names = {f"x{i}": k for i, (k, _) in enumerate(entries)}
+        structure: Dict[str, Tensor] = {"embedded": embedded}
+        structure.update({s: dict(entries)[k] for s, k in names.items()})
+        wrapped = _AtEmbedding(model, emb, inputs, names)
+        opts = dict(options)
+        if takes_baseline and opts.get("baseline") is None:
+            # integrated gradients (and other path methods): from the padded sequence; other float inputs from 0
+            floats = [t for _, t in input_entries(structure) if t.is_floating_point()]
+            row = [pad.reshape(1, -1)] + [torch.zeros((1, math.prod(t.shape[1:])), dtype=t.dtype, device=t.device) for t in floats[1:]]
+            opts["baseline"] = torch.cat(row, dim=1) if len(row) > 1 else pad.reshape(1, -1)
+        maps = attribute_structured(fn, wrapped, structure, target, takes_shard=takes_shard, **opts)
     per_token = maps["embedded"].sum(-1)
     values = {k: maps[s] for s, k in names.items() if s in maps}
     values[key] = per_token
