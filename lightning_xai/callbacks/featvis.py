@@ -47,7 +47,10 @@ class FeatureVisualizationMonitor(XAICallback):
             :func:`~lightning_xai.functional.activation_maximization` takes them.
         probe: a :class:`~lightning_xai.ProbeSet` (or ``ProbeSpec``) giving the input shape and
             value range; optional: without one they come from the first validation batch (the
-            class count is then checked there, or at setup from ``example_input_array``).
+            class count is then checked there, or at setup from ``example_input_array``). Models of
+            several inputs are refused (a probe of several inputs at construction, a batch of them at
+            the first validation batch): the pictures are of one input, and the others (token ids,
+            masks, a second input held at one sample's values) would make them one sample's, not the class's.
         filters: ``True`` (the first ``Conv2d``, if any), ``False``, or a layer name.
         class_names: a caption per class index.
         history: epochs kept in ``xai/featvis/classes_by_epoch`` (0: not logged).
@@ -126,6 +129,20 @@ class FeatureVisualizationMonitor(XAICallback):
         return {**super()._state_key_fields(), "classes": self.classes, "units": self.units, **self.options}
 
     # ------------------------------------------------------------------ shape, range, checks
+    def _check_structured(self, probe: Any) -> None:
+        if isinstance(probe, ProbeSet) and probe.structured:
+            self._refuse_several_inputs(F.input_names(probe.inputs))
+
+    @staticmethod
+    def _refuse_several_inputs(names: Sequence[str]) -> None:
+        raise ValueError(
+            f"FeatureVisualizationMonitor draws one optimised input per class, but this model takes several inputs "
+            f"({', '.join(names)}): integer inputs (token ids, masks) cannot be optimised, and an optimum of the "
+            "floating inputs taken jointly with one sample's other inputs would picture that sample, not the class. "
+            "Visualise a module that takes the one input to picture (e.g. the image branch), or explain this model "
+            "with AttributionMonitor"
+        )
+
     def _learn_inputs(self, x: Tensor) -> None:
         """Input shape and value range (per feature for ``(N, F)``, else one pair) from real inputs."""
         x = x.detach().float().cpu()
@@ -176,6 +193,8 @@ class FeatureVisualizationMonitor(XAICallback):
         if self._shape is not None and self._num_classes is not None:
             return
         x = split_item(batch)[0]
+        if F.is_structured(x):  # only a batch of several inputs tells (no probe was given)
+            self._refuse_several_inputs(F.input_names(x))
         if self._shape is None:
             self._learn_inputs(x)
         if self._num_classes is None:
