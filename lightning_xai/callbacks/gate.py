@@ -123,6 +123,9 @@ class SanityGate(XAICallback):
 
     REPORT_NAME = "xai_gate_report.json"
 
+    #: every check takes probes of several inputs, or says at setup why it cannot (see :mod:`lightning_xai.checks`)
+    accepts_structured_probes = True
+
     def __init__(
         self,
         probe: Union[ProbeSet, ProbeSpec],
