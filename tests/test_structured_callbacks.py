@@ -10,6 +10,8 @@ import torch
 from scipy.stats import spearmanr
 from torch.utils.data import DataLoader, TensorDataset
 
+import pytorch_lightning as pl
+
 from lightning_xai import ProbeSet, checks
 from lightning_xai import functional as F
 from lightning_xai.callbacks import DeadReLUMonitor, FeatureVisualizationMonitor, SanityGate
@@ -134,6 +136,56 @@ def test_a_region_check_on_one_input_refuses_input_at_setup():
     probe = ProbeSet(torch.rand(4, 3), torch.arange(4) % 2)
     with pytest.raises(ValueError, match="names one of several inputs, but the probe has one; drop input="):
         checks.run([checks.SpuriousRegion(torch.ones(3), input=0)], torch.nn.Linear(3, 2), probe)
+
+
+def test_token_mass_on_a_dict_probe_takes_the_ids_maps():
+    class Tokens(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.emb, self.fc = torch.nn.Embedding(9, 4), torch.nn.Linear(4, 2)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            h = torch.tanh(self.emb(input_ids)) * attention_mask.unsqueeze(-1).float()
+            return self.fc(h.sum(1))
+
+    net = Tokens()
+    ids = torch.randint(1, 9, (4, 5), generator=torch.Generator().manual_seed(1))
+    ids[1, 3:] = 0
+    mask = (ids != 0).long()
+    y = torch.tensor([0, 1, 1, 0])
+    token = int(ids[0, 0])
+    probe = ProbeSet({"input_ids": ids, "attention_mask": mask}, targets=y)
+    (result,) = checks.run([checks.TokenMass([token], "saliency", max_mass=1.0)], net, probe, target="true")
+    grad = captum.LayerGradientXActivation(net, net.emb, multiply_by_inputs=False)
+    maps = grad.attribute(ids, target=y, additional_forward_args=(mask,)).abs().sum(-1).masked_fill(ids == 0, 0.0)
+    rows = (ids == token).any(1)
+    want = ((maps * (ids == token)).sum(1) / maps.sum(1))[rows].mean()
+    assert result.value == pytest.approx(float(want), rel=1e-5)
+
+
+def test_the_gate_on_several_inputs_leaves_training_bit_identical(tmp_path):
+    def fit(with_gate: bool):  # type: ignore[no-untyped-def]
+        pl.seed_everything(7)
+        image, meta, mask, y = two_input_data(16)
+        probe = ProbeSet((image[:4], meta[:4], mask[:4]), targets=y[:4])
+        gate = SanityGate(probe, [
+            checks.ParameterRandomization("smoothgrad", max_similarity=1.0, layers=2),
+            checks.RandomLogit("saliency", max_similarity=1.0),
+            checks.Completeness(max_error=1.0, n_steps=8),
+        ], action="warn", verbose=False)
+        model = LitTwo()
+        ds = TensorDataset(image, meta, mask, y)
+        trainer(tmp_path / str(with_gate), [gate] if with_gate else [], max_epochs=2).fit(
+            model, DataLoader(ds, batch_size=4, shuffle=True), DataLoader(ds, batch_size=8)
+        )
+        return model.state_dict(), torch.random.get_rng_state(), gate
+
+    without, rng_without, _ = fit(False)
+    with_gate, rng_with, gate = fit(True)
+    assert len(gate.report) == 2  # the gate did evaluate
+    assert without.keys() == with_gate.keys() and all(torch.equal(without[k], with_gate[k]) for k in without)
+    assert torch.equal(rng_without, rng_with)
 
 
 # ---------------------------------------------------------------------------------------------- multi-label targets
