@@ -267,5 +267,7 @@ def test_several_inputs_and_multi_hot_targets_together():
 # ---------------------------------------------------------------------------------------------- feature visualisation
 def test_feature_visualisation_refuses_several_inputs_and_says_why():
     image, meta, mask, y = two_input_data(4)
-    with pytest.raises(ValueError, match="takes several inputs \\(input0, input1, input2\\).*cannot be optimised"):
+    with pytest.raises(ValueError, match=r"takes several inputs \(input0, input1, input2\): its integer inputs \(input2"):
         FeatureVisualizationMonitor(probe=ProbeSet((image, meta, mask), targets=y))
+    with pytest.raises(ValueError, match=r"\(image, meta\): a joint optimum of several floating inputs .* is not drawn yet"):
+        FeatureVisualizationMonitor(probe=ProbeSet({"image": image, "meta": meta}, targets=y))

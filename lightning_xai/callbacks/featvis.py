@@ -49,8 +49,9 @@ class FeatureVisualizationMonitor(XAICallback):
             value range; optional: without one they come from the first validation batch (the
             class count is then checked there, or at setup from ``example_input_array``). Models of
             several inputs are refused (a probe of several inputs at construction, a batch of them at
-            the first validation batch): the pictures are of one input, and the others (token ids,
-            masks, a second input held at one sample's values) would make them one sample's, not the class's.
+            the first validation batch): the pictures are of one input; integer inputs (token ids,
+            masks) cannot be optimised, and holding them at one sample's values would picture that
+            sample, not the class; a joint optimum of several floating inputs is not drawn yet.
         filters: ``True`` (the first ``Conv2d``, if any), ``False``, or a layer name.
         class_names: a caption per class index.
         history: epochs kept in ``xai/featvis/classes_by_epoch`` (0: not logged).
@@ -131,16 +132,21 @@ class FeatureVisualizationMonitor(XAICallback):
     # ------------------------------------------------------------------ shape, range, checks
     def _check_structured(self, probe: Any) -> None:
         if isinstance(probe, ProbeSet) and probe.structured:
-            self._refuse_several_inputs(F.input_names(probe.inputs))
+            self._refuse_several_inputs(probe.inputs)
 
     @staticmethod
-    def _refuse_several_inputs(names: Sequence[str]) -> None:
+    def _refuse_several_inputs(inputs: Any) -> None:
+        names = F.input_names(inputs)
+        riding = [n for n, (_, t) in zip(names, F.input_entries(inputs)) if not t.is_floating_point()]
+        why = (
+            f"its integer inputs ({', '.join(riding)}: token ids, masks) cannot be optimised, and holding them at one "
+            "sample's values would picture that sample, not the class" if riding
+            else "a joint optimum of several floating inputs (an image with its metadata) is not drawn yet"
+        )
         raise ValueError(
             f"FeatureVisualizationMonitor draws one optimised input per class, but this model takes several inputs "
-            f"({', '.join(names)}): integer inputs (token ids, masks) cannot be optimised, and an optimum of the "
-            "floating inputs taken jointly with one sample's other inputs would picture that sample, not the class. "
-            "Visualise a module that takes the one input to picture (e.g. the image branch), or explain this model "
-            "with AttributionMonitor"
+            f"({', '.join(names)}): {why}. Visualise a module that takes the one input to picture (e.g. the image "
+            "branch), or explain this model with AttributionMonitor"
         )
 
     def _learn_inputs(self, x: Tensor) -> None:
@@ -194,7 +200,7 @@ class FeatureVisualizationMonitor(XAICallback):
             return
         x = split_item(batch)[0]
         if F.is_structured(x):  # only a batch of several inputs tells (no probe was given)
-            self._refuse_several_inputs(F.input_names(x))
+            self._refuse_several_inputs(x)
         if self._shape is None:
             self._learn_inputs(x)
         if self._num_classes is None:
