@@ -16,7 +16,7 @@ from lightning_xai import ProbeSet, checks
 from lightning_xai import functional as F
 from lightning_xai.callbacks import DeadReLUMonitor, FeatureVisualizationMonitor, SanityGate
 
-from .fixtures import LitMulti, LitTwo, TwoBranchReLU, multi_hot, trainer, two_input_data
+from .fixtures import LitMulti, LitTwo, TwoBranchReLU, multi_hot, read_events, trainer, two_input_data
 
 captum = pytest.importorskip("captum.attr")
 
@@ -265,9 +265,52 @@ def test_several_inputs_and_multi_hot_targets_together():
 
 
 # ---------------------------------------------------------------------------------------------- feature visualisation
-def test_feature_visualisation_refuses_several_inputs_and_says_why():
+class LinearTwo(pl.LightningModule):
+    """``W_img . image + W_meta . meta + b`` over 3 classes; frozen (lr 0), so its optimum is known."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.img, self.meta = torch.nn.Linear(4, 3), torch.nn.Linear(2, 3)
+
+    def forward(self, image: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+        return self.img(image.flatten(1)) + self.meta(meta)
+
+    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        image, meta, y = batch
+        return torch.nn.functional.cross_entropy(self(image, meta), y)
+
+    def validation_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        pass
+
+    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def test_feature_visualisation_optimises_several_floating_inputs_together(tmp_path):
+    # ranges: the image's one pair [-50, 150] (centre 50); meta per feature [-100, 100] and [0, 200]
+    image = torch.linspace(-50, 150, 6 * 4).reshape(6, 1, 2, 2)
+    meta = torch.stack([torch.linspace(-100, 100, 6), torch.linspace(0, 200, 6)], 1)
+    y = torch.arange(6) % 3
+    l2 = 0.05
+    monitor = FeatureVisualizationMonitor(probe=ProbeSet({"image": image, "meta": meta}, targets=y), l2=l2, steps=256)
+    model = LinearTwo()
+    ds = TensorDataset(image, meta, y)
+    tr = trainer(tmp_path, [monitor], max_epochs=1)
+    tr.fit(model, DataLoader(ds, batch_size=3), DataLoader(ds, batch_size=3))
+    got = monitor.last_images["classes"]
+    assert sorted(got) == ["image", "meta"] and got["image"].shape == (3, 1, 2, 2) and got["meta"].shape == (3, 2)
+    # the optimum of w.x - l2 |x - centre|^2 is centre + w / (2 l2), input by input (inside the ranges here)
+    w_img, w_meta = model.img.weight.detach(), model.meta.weight.detach()
+    torch.testing.assert_close(got["image"], 50 + w_img.reshape(3, 1, 2, 2) / (2 * l2), rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(got["meta"], torch.tensor([0.0, 100.0]) + w_meta / (2 * l2), rtol=1e-2, atol=1e-2)
+    tags = read_events(tr.logger.log_dir).Tags()["images"]
+    assert {"xai/featvis/classes/image", "xai/featvis/classes/meta"} <= set(tags)
+
+
+def test_feature_visualisation_refuses_integer_inputs_and_says_why():
     image, meta, mask, y = two_input_data(4)
-    with pytest.raises(ValueError, match=r"takes several inputs \(input0, input1, input2\): its integer inputs \(input2"):
+    with pytest.raises(ValueError, match=r"integer inputs \(input2 of input0, input1, input2: token ids, masks\).*cannot be optimised"):
         FeatureVisualizationMonitor(probe=ProbeSet((image, meta, mask), targets=y))
-    with pytest.raises(ValueError, match=r"\(image, meta\): a joint optimum of several floating inputs .* is not drawn yet"):
-        FeatureVisualizationMonitor(probe=ProbeSet({"image": image, "meta": meta}, targets=y))
+    with pytest.raises(ValueError, match="hold integers .* cannot be optimised"):
+        F.joint_inputs(torch.nn.Identity(), (image, mask))

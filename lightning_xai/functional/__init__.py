@@ -89,6 +89,7 @@ from .featvis import (
     check_featvis_options,
     check_featvis_units,
     featvis_objective,
+    joint_inputs,
     resolve_featvis_targets,
     unit_width,
 )
@@ -217,6 +218,7 @@ __all__ = [
     "check_featvis_options",
     "check_featvis_units",
     "featvis_objective",
+    "joint_inputs",
     "resolve_featvis_targets",
     "unit_width",
     "DRIFT_METRICS",
