@@ -25,6 +25,12 @@ check                                   value (pass rule)
 
 Arguments are validated when a check is built; what depends on the probe or the model (masks,
 image inputs, layer names, class count) is validated when the gate is set up, or by :func:`run`.
+
+Probes of several inputs (a tuple or dict of tensors): map comparisons are made input by input and
+averaged over the attributed inputs; :class:`Completeness` sums every input; :class:`SpuriousRegion`
+takes ``input=``; the mask checks, SSIM and a baseline tensor need one input and say so at setup.
+Multi-label probes (``(N, classes)`` multi-hot targets with ``target="true"``): every check explains
+the sum of each sample's labelled logits.
 A NaN value never passes: the check fails and its reason says the value is NaN.
 
 This module does not import Lightning; :func:`run` evaluates checks without a trainer.
