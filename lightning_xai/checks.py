@@ -25,6 +25,12 @@ check                                   value (pass rule)
 
 Arguments are validated when a check is built; what depends on the probe or the model (masks,
 image inputs, layer names, class count) is validated when the gate is set up, or by :func:`run`.
+
+Probes of several inputs (a tuple or dict of tensors): map comparisons are made input by input and
+averaged over the attributed inputs; :class:`Completeness` sums every input; :class:`SpuriousRegion`
+takes ``input=``; the mask checks, SSIM and a baseline tensor need one input and say so at setup.
+Multi-label probes (``(N, classes)`` multi-hot targets with ``target="true"``): every check explains
+the sum of each sample's labelled logits.
 A NaN value never passes: the check fails and its reason says the value is NaN.
 
 This module does not import Lightning; :func:`run` evaluates checks without a trainer.
@@ -52,7 +58,7 @@ import torch
 from torch import Tensor, nn
 
 from . import functional as F
-from .engine import Chunking, first_output, resolve_target
+from .engine import Chunking, first_output, label_sum, resolve_target
 from .functional.methods import MethodCall, MethodLike
 from .probe import ProbeSet
 
@@ -74,6 +80,8 @@ __all__ = [
     "Custom",
     "DRIFT_METRICS",
     "json_number",
+    "map_entries",
+    "select_explained",
     "run",
     "validate",
 ]
@@ -158,7 +166,9 @@ class CheckContext:
     Attributes:
         model: the model being explained (do not modify it; checks work on copies).
         probe: the :class:`~lightning_xai.ProbeSet`.
-        target: ``(N,)`` class indices explained this epoch (None for single-output models).
+        target: ``(N,)`` class indices explained this epoch (None for single-output models), or
+            ``(N, classes)`` multi-hot rows for multi-label probes with ``target="true"``: each sample's
+            labelled logits are explained together (their sum), as the monitors do.
         metrics: values logged so far (``trainer.callback_metrics`` in a gate, ``{}`` standalone).
         trainer: the Lightning trainer inside a gate, else None.
         epoch: the current epoch inside a gate, else None.
@@ -192,7 +202,7 @@ class CheckContext:
         self._attribute = attribute
         self._outputs = outputs
         self._maps: Dict[Any, Tensor] = {}
-        self.target: Optional[Tensor] = resolve_target(target, self.outputs, probe.targets)
+        self.target: Optional[Tensor] = _resolve(target, self.outputs, probe.targets)
 
     @property
     def epoch(self) -> Optional[int]:
@@ -203,8 +213,9 @@ class CheckContext:
         return 0 if self.trainer is None else int(self.trainer.global_rank)
 
     @property
-    def inputs(self) -> Tensor:
-        """The probe's inputs on the model's device and dtype."""
+    def inputs(self) -> Any:
+        """The probe's inputs on the model's device and dtype: a tensor, or a tuple or dict of them for a
+        probe of several inputs (``model(*inputs)``, ``model(**inputs)``)."""
         return self.probe.inputs_for(self.model)
 
     @property
@@ -212,37 +223,47 @@ class CheckContext:
         """The model's outputs on the probe (eval mode, no grad), computed once."""
         if self._outputs is None:
             with F.explaining(self.model), torch.no_grad():
-                out = self.model(self.inputs)
+                out = F.call_model(self.model, self.inputs)
             self._outputs = first_output(out, self.output).detach()
         return self._outputs
 
-    def selected_outputs(self, inputs: Optional[Tensor] = None) -> Tensor:
-        """The explained output per sample (the target's logit) for ``inputs`` (default: the probe)."""
+    def selected_outputs(self, inputs: Any = None) -> Tensor:
+        """The explained output per sample for ``inputs`` (default: the probe): the target's logit, or
+        the sum of the labelled logits for multi-hot targets."""
         if inputs is None:
             out = self.outputs
         else:
             with F.explaining(self.model), torch.no_grad():
-                out = first_output(self.model(inputs), self.output)
-        return F.select_output(out.detach(), self.target)
+                out = first_output(F.call_model(self.model, inputs), self.output)
+        return select_explained(out.detach(), self.target)
 
-    def explainer(self, method: MethodSpec) -> Callable[[nn.Module, Tensor, Optional[Tensor]], Tensor]:
-        """``fn(model, inputs, target) -> maps`` for a method spec (to explain copies of the model)."""
+    def explainer(self, method: MethodSpec) -> Callable[[nn.Module, Any, Optional[Tensor]], Any]:
+        """``fn(model, inputs, target) -> maps`` for a method spec (to explain copies of the model).
+
+        ``target`` holds class indices, or multi-hot rows whose labelled logits are explained together."""
         call = _parse_method(method)
         chunking = self.chunking
 
         output = self.output
 
-        def explain(model: nn.Module, x: Tensor, t: Optional[Tensor]) -> Tensor:
+        def explain(model: nn.Module, x: Any, t: Optional[Tensor]) -> Any:
             model = F.with_output(model, output)  # layer names stay the model's own
+            strip: Optional[Callable[[Any], Any]] = None
+            if t is not None and t.dim() == 2:  # multi-hot: the labels ride along with their rows
+                model, x, strip = label_sum(model, x, t)
+                t = None
             if not call.method.accepts("chunk_size"):
-                return call(model, x, t)
-            n = x.shape[0]
-            return chunking.run(lambda c: call(model, x, t, chunk_size=c), chunking.rows([call], n), n)
+                maps = call(model, x, t)
+            else:
+                n = F.input_rows(x)
+                maps = chunking.run(lambda c: call(model, x, t, chunk_size=c), chunking.rows([call], n), n)
+            return maps if strip is None else strip(maps)
 
         return explain
 
-    def attributions(self, method: MethodSpec) -> Tensor:
-        """The probe's maps for ``method`` and the epoch's targets (shared with the monitors inside a gate)."""
+    def attributions(self, method: MethodSpec) -> Any:
+        """The probe's maps for ``method`` and the epoch's targets (shared with the monitors inside a gate):
+        a tensor, or for a probe of several inputs the inputs' structure (``None`` for riding inputs)."""
         call = _parse_method(method)
         key = call.key
         if key not in self._maps:
@@ -250,18 +271,61 @@ class CheckContext:
                 maps = self._attribute(call)
             else:
                 maps = self.explainer(call)(self.model, self.inputs, self.target)
-            if maps.shape[0] != len(self.probe):
+            rows = {int(t.shape[0]) for t in map_entries(maps).values()}
+            if rows != {len(self.probe)}:
                 raise ValueError(
-                    f"the method {_method_label(method)} returned maps of shape {tuple(maps.shape)} for "
-                    f"{len(self.probe)} probe samples; it must return one map per sample"
+                    f"the method {_method_label(method)} returned maps of shape "
+                    f"{F.map_tensors(lambda t: tuple(t.shape), maps)} for {len(self.probe)} probe samples; it must "
+                    "return one map per sample"
                 )
-            self._maps[key] = maps.detach()
+            self._maps[key] = F.map_tensors(lambda t: t.detach(), maps)
         return self._maps[key]
 
     @property
-    def computed_maps(self) -> List[Tensor]:
-        """Every map computed through this context so far."""
+    def computed_maps(self) -> List[Any]:
+        """Every map computed through this context so far (tensors, or structures of them)."""
         return list(self._maps.values())
+
+
+def map_entries(maps: Any) -> Dict[str, Tensor]:
+    """``{input name: maps}`` of the attributed inputs (riding inputs, ``None``, left out); one tensor of
+    maps is one entry named ``""``.
+
+    Example:
+        >>> import torch
+        >>> sorted(map_entries((torch.ones(2, 3), None, torch.ones(2, 1))))
+        ['input0', 'input2']
+    """
+    if not F.is_structured(maps):
+        return {"": maps}
+    names = dict(zip([k for k, _ in F.input_entries(maps)], F.input_names(maps)))
+    return {names[k]: t for k, t in F.input_entries(maps) if t is not None}
+
+
+def select_explained(out: Tensor, target: Optional[Tensor]) -> Tensor:
+    """The explained output per sample: the target's logit, or for ``(N, classes)`` multi-hot targets the
+    sum of the labelled logits (what ``target="true"`` explains on a multi-label probe).
+
+    Example:
+        >>> import torch
+        >>> out = torch.tensor([[1., 2., 4.], [8., 16., 32.]])
+        >>> select_explained(out, torch.tensor([2, 0])), select_explained(out, torch.tensor([[1, 0, 1], [0, 1, 1]]))
+        (tensor([4., 8.]), tensor([ 5., 48.]))
+    """
+    if target is not None and target.dim() == 2:
+        return (out * target.to(out.dtype)).sum(1)
+    return F.select_output(out, target)
+
+
+def _resolve(target: Any, outputs: Tensor, targets: Optional[Tensor]) -> Optional[Tensor]:
+    """:func:`~lightning_xai.engine.resolve_target`, and multi-hot rows (a gate's resolved ``"true"``) as they are."""
+    if isinstance(target, Tensor) and target.dim() == 2 and outputs.dim() == 2 and outputs.shape[1] > 1:
+        if tuple(target.shape) != tuple(outputs.shape):
+            raise ValueError(
+                f"multi-hot targets of shape {tuple(target.shape)} do not fit outputs of shape {tuple(outputs.shape)}"
+            )
+        return target.to(outputs.device).long()
+    return resolve_target(target, outputs, targets)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -380,6 +444,10 @@ class ParameterRandomization(_MethodCheck):
         similarity: ``"spearman"`` (rank correlation) or ``"ssim"`` (image maps only).
         seed: seed of the private generator of the re-initialisation.
 
+    On a probe of several inputs the maps are compared input by input and averaged over the attributed
+    inputs (:func:`~lightning_xai.functional.map_similarity`); with multi-hot targets
+    (``target="true"`` on a multi-label probe) every copy explains the sum of the labelled logits.
+
     Cost: one deep copy of the model (one per layer in ``"independent"`` mode) and one attribution
     pass per step, on every rank. Note that methods which multiply by the input
     (``input_x_gradient``, ``integrated_gradients``) keep its zero pixels at zero in every copy, so
@@ -436,11 +504,7 @@ class ParameterRandomization(_MethodCheck):
                 f"{self.name}: layer(s) {', '.join(map(repr, unknown))} not found in {type(setup.model).__name__}; "
                 f"layers with parameters, from the top: {', '.join(F.top_layers(setup.model))}"
             )
-        if self.similarity == "ssim" and setup.probe.kind != "image":
-            raise ValueError(
-                f"{self.name}: similarity='ssim' compares 2-D maps but the probe's inputs have shape "
-                f"{tuple(setup.probe.inputs.shape)}; use similarity='spearman'"
-            )
+        _check_ssim(self, setup.probe)
 
     def evaluate(self, ctx: CheckContext) -> CheckResult:
         steps = F.parameter_randomization(
@@ -463,7 +527,10 @@ class RandomLogit(_MethodCheck):
     """Random-logit test (Sixt et al. 2020): the map for another class must differ from the target's.
 
     For each probe sample a different class is drawn (private generator seeded by ``seed``, so the
-    same classes every epoch); the value is the mean similarity of the two ``|maps|``.
+    same classes every epoch); the value is the mean similarity of the two ``|maps|``. With multi-hot
+    targets (a multi-label probe, ``target="true"``) the map of the sample's labels together is compared
+    with the map of one class drawn among those it does not carry; samples that carry every class are
+    left out. Maps of several inputs are compared as :class:`ParameterRandomization` compares them.
 
     Example:
         >>> RandomLogit("saliency", max_similarity=0.6).name
@@ -493,28 +560,57 @@ class RandomLogit(_MethodCheck):
                 f"{self.name}: the random-logit test needs a model with several class outputs (N, C), C >= 2; "
                 "this model returns one output per sample. Drop the check for this model."
             )
-        if self.similarity == "ssim" and setup.probe.kind != "image":
-            raise ValueError(f"{self.name}: similarity='ssim' needs image probes; use similarity='spearman'")
+        _check_ssim(self, setup.probe)
 
     def evaluate(self, ctx: CheckContext) -> CheckResult:
         if ctx.target is None:
             return CheckResult(self.name, float("nan"), False, f"{self.name} is NaN: the model has a single output")
         classes = ctx.outputs.shape[1]
         g = torch.Generator().manual_seed(self.seed)
-        shift = torch.randint(1, classes, (len(ctx.probe),), generator=g).to(ctx.target.device)
-        other = (ctx.target + shift) % classes
+        what = f"{self.similarity} of |{_method_label(self.method)}| for the target vs a random other class"
+        if ctx.target.dim() == 2:  # multi-hot: another class is one the sample does not carry
+            draw = torch.rand(len(ctx.probe), classes, generator=g).to(ctx.target.device)
+            draw = draw.masked_fill(ctx.target > 0, -1.0)
+            other, rows = draw.argmax(1), (ctx.target <= 0).any(1)
+            if not bool(rows.any()):
+                return CheckResult(
+                    self.name, float("nan"), True, "skipped: every probe sample carries every class, so no other "
+                    "class is left to compare with", skipped=True,
+                )
+            what = f"{self.similarity} of |{_method_label(self.method)}| for the labels vs a random class not among them"
+        else:
+            shift = torch.randint(1, classes, (len(ctx.probe),), generator=g).to(ctx.target.device)
+            other, rows = (ctx.target + shift) % classes, torch.ones(len(ctx.probe), dtype=torch.bool, device=ctx.target.device)
         maps = ctx.explainer(self.method)(ctx.model, ctx.inputs, other)
         sim = F.map_similarity(ctx.attributions(self.method), maps, self.similarity)
-        return self._at_most(
-            _mean(sim), self.max_similarity,
-            f"{self.similarity} of |{_method_label(self.method)}| for the target vs a random other class",
-        )
+        return self._at_most(_mean(sim[rows.to(sim.device)]), self.max_similarity, what)
 
 
 # ----------------------------------------------------------------------------------------------
 # localisation
 # ----------------------------------------------------------------------------------------------
+def _check_ssim(check: Any, probe: ProbeSet) -> None:
+    if check.similarity != "ssim" or probe.kind == "image":
+        return
+    if probe.structured:
+        raise ValueError(
+            f"{check.name}: similarity='ssim' compares one 2-D map per sample, but the probe has several inputs "
+            f"({', '.join(F.input_names(probe.inputs))}), compared input by input; use similarity='spearman'"
+        )
+    raise ValueError(
+        f"{check.name}: similarity='ssim' compares 2-D maps but the probe's inputs have shape "
+        f"{tuple(probe.inputs.shape)}; use similarity='spearman'"
+    )
+
+
 def _need_masks(check: Check, probe: ProbeSet) -> None:
+    if probe.structured:
+        raise ValueError(
+            f"{check.name} compares each map with the probe's ground-truth mask of one input tensor, and a probe of "
+            f"several inputs ({', '.join(F.input_names(probe.inputs))}) holds no masks. Use "
+            f"SpuriousRegion(region, input=<name>, max_mass=...) for a region of one input, or checks.Custom reading "
+            "ctx.attributions(method)[<input>]"
+        )
     if probe.masks is None:
         raise ValueError(
             f"{check.name} needs ground-truth masks in the probe, but it has none: build it with "
@@ -580,17 +676,28 @@ class SpuriousRegion(_MethodCheck):
     Args:
         region: a 0/1 (or weight) mask broadcastable to one probe sample: ``(H, W)``, ``(1, H, W)``,
             the sample's shape, or ``(F,)`` for tabular inputs.
+        input: for a probe of several inputs, the input the region lies in: its key (a dict probe) or
+            position (a tuple probe). The share is of that input's ``|attr|`` (inputs have their own
+            units, so one input's map is not a share of another's).
 
     Example:
         >>> import torch
         >>> corner = torch.zeros(8, 8); corner[:2, :2] = 1
         >>> SpuriousRegion(corner, "saliency", max_mass=0.2).name
         'spurious_region/saliency'
+        >>> SpuriousRegion(corner, "saliency", input="image").input
+        'image'
     """
 
     default_name = "spurious_region"
 
-    def __init__(self, region: Tensor, method: MethodSpec = "saliency", max_mass: float = 0.1, name: Optional[str] = None) -> None:
+    def __init__(
+        self, region: Tensor, method: MethodSpec = "saliency", max_mass: float = 0.1, name: Optional[str] = None,
+        input: Union[None, int, str] = None,
+    ) -> None:
+        if input is not None and (isinstance(input, bool) or not isinstance(input, (int, str))):
+            raise TypeError(f"input must be the key (dict probes) or position (tuple probes) of one input, got {input!r}")
+        self.input = input
         r = region if isinstance(region, Tensor) else None
         if r is None:
             try:
@@ -606,7 +713,7 @@ class SpuriousRegion(_MethodCheck):
         self.max_mass = _number(max_mass, "max_mass", 0.0, 1.0)
 
     def setup(self, setup: CheckSetup) -> None:
-        shape = tuple(setup.probe.inputs.shape[1:])
+        shape = tuple(_one_input(self, setup.probe, self.input).shape[1:])
         try:
             torch.broadcast_to(self.region, shape)
         except RuntimeError:
@@ -616,9 +723,34 @@ class SpuriousRegion(_MethodCheck):
             ) from None
 
     def evaluate(self, ctx: CheckContext) -> CheckResult:
-        attr = ctx.attributions(self.method)
+        attr = _entry(ctx.attributions(self.method), self.input)
         mass = F.region_mass(attr, self.region.to(attr.device))
         return self._at_most(_mean(mass), self.max_mass, f"share of |{_method_label(self.method)}| inside the region")
+
+
+def _one_input(check: Check, probe: ProbeSet, key: Union[None, int, str]) -> Tensor:
+    """The probe's input that ``key`` names (a probe of several inputs needs one), validated at setup."""
+    if not probe.structured:
+        if key is not None:
+            raise ValueError(f"{check.name}: input={key!r} names one of several inputs, but the probe has one; drop input=")
+        return probe.inputs
+    entries = dict(F.input_entries(probe.inputs))
+    attributed = [k for k, t in entries.items() if t.is_floating_point()]
+    if key is None or key not in entries or key not in attributed:
+        why = (
+            "a probe of several inputs needs input= to say which one the region lies in" if key is None
+            else f"input={key!r} is not one of its inputs" if key not in entries
+            else f"input {key!r} holds integers, which ride along unattributed"
+        )
+        raise ValueError(f"{check.name}: {why}; pass input= one of the attributed inputs: {attributed}")
+    return entries[key]
+
+
+def _entry(maps: Any, key: Union[None, int, str]) -> Tensor:
+    """The maps of input ``key`` (the maps themselves for a probe of one input)."""
+    if key is None or not F.is_structured(maps):
+        return maps
+    return maps[key]
 
 
 class TokenMass(_MethodCheck):
@@ -656,6 +788,8 @@ class TokenMass(_MethodCheck):
         ids = ctx.probe.token_ids()
         assert ids is not None
         attr = ctx.attributions(self.method)
+        if F.is_structured(attr):  # several inputs: the ids' entry
+            attr = next((attr[k] for k, t in F.input_entries(ctx.probe.inputs) if t is ids), None)
         if isinstance(attr, Tensor) and tuple(attr.shape) == tuple(ids.shape):
             a = attr.detach().double().abs()
         else:
@@ -679,6 +813,11 @@ class Completeness(Check):
     Summed over the probe before dividing (:func:`~lightning_xai.functional.completeness_error`).
     The attributions come from the shared cache (an ``AttributionMonitor`` computing the same
     integrated gradients shares them); ``f(x)`` and ``f(baseline)`` cost two forward passes.
+
+    On a probe of several inputs the attributions of every attributed input are summed, and
+    ``f(baseline)`` is the model on each floating input at ``baseline`` with the riding inputs as they
+    are (the path integrated gradients take); the baseline is then a number (or None: zeros). With
+    multi-hot targets (a multi-label probe, ``target="true"``) ``f`` is the sum of the labelled logits.
 
     Args:
         max_error: the largest relative error that passes.
@@ -714,11 +853,31 @@ class Completeness(Check):
             opts["method"] = self.rule
         return opts
 
+    def setup(self, setup: CheckSetup) -> None:
+        probe = setup.probe
+        if not probe.structured:
+            return
+        if isinstance(self.baseline, Tensor):
+            raise ValueError(
+                f"{self.name}: a baseline tensor has one input's shape, but the probe has several inputs "
+                f"({', '.join(F.input_names(probe.inputs))}); give a number (every floating input at that value) or None"
+            )
+        if F.has_token_inputs(setup.model, probe.inputs):
+            raise ValueError(
+                f"{self.name}: on a probe of several inputs holding token ids, integrated gradients start from the "
+                "padding embedding, a baseline this check cannot feed the model as inputs; check completeness on "
+                "the floating inputs' model, or drop the check"
+            )
+
     def evaluate(self, ctx: CheckContext) -> CheckResult:
         attr = ctx.attributions({"integrated_gradients": self._options()})
         x = ctx.inputs
-        base = F.baseline_like(self.baseline, x)
-        err = float(F.completeness_error(attr, ctx.selected_outputs(), ctx.selected_outputs(base)))
+        if F.is_structured(x):  # the floating inputs at the baseline, the riding ones as they are
+            base = F.map_tensors(lambda t: F.baseline_like(self.baseline, t) if t.is_floating_point() else t, x)
+        else:
+            base = F.baseline_like(self.baseline, x)
+        flat = torch.cat([t.reshape(t.shape[0], -1) for t in map_entries(attr).values()], dim=1)
+        err = float(F.completeness_error(flat, ctx.selected_outputs(), ctx.selected_outputs(base)))
         return self._at_most(err, self.max_error, f"relative completeness error of integrated gradients, {self.n_steps} steps")
 
 
@@ -923,14 +1082,15 @@ class Finite(Check):
         self.methods = ms
 
     def evaluate(self, ctx: CheckContext) -> CheckResult:
-        tensors = [ctx.outputs] + [ctx.attributions(m) for m in self.methods]
-        tensors += [t for t in ctx.computed_maps if all(t is not u for u in tensors)]
+        maps = [ctx.attributions(m) for m in self.methods]
+        maps += [m for m in ctx.computed_maps if all(m is not u for u in maps)]
+        tensors = [ctx.outputs] + [t for m in maps for t in map_entries(m).values()]
         bad = sum(int((~torch.isfinite(t)).sum()) for t in tensors)
         total = sum(t.numel() for t in tensors)
         value = bad / max(total, 1)
         ok = bad == 0
         reason = (
-            f"{self.name}: outputs and {len(tensors) - 1} attribution map(s) are finite"
+            f"{self.name}: outputs and {len(maps)} attribution map(s) are finite"
             if ok else f"{self.name} = {_fmt(value)}: {bad} of {total} outputs/attribution values are NaN or infinite"
         )
         return CheckResult(self.name, value, ok, reason)

@@ -52,6 +52,7 @@ __all__ = [
     "resolve_target",
     "target_key",
     "first_output",
+    "label_sum",
 ]
 
 #: ``"predicted"``, ``"true"``, a class index, a tensor of indices, or ``fn(outputs, targets) -> indices``
@@ -176,6 +177,22 @@ class _SumOfLabels(nn.Module):
         if self.kind == "tuple":
             return tuple(maps[:-1])
         return {k: v for k, v in maps.items() if k != _LABELS_KEY}
+
+
+def label_sum(model: nn.Module, inputs: Any, labels: Tensor) -> Tuple[nn.Module, Any, Callable[[Any], Any]]:
+    """What explains multi-hot ``labels``: a model returning the sum of each row's labelled logits, the
+    inputs with the labels riding along (each row keeps its own through every method), and the function
+    that takes the labels' entry off the maps (what the engine does for ``target="true"``).
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Linear(2, 3, bias=False)
+        >>> model, x, strip = label_sum(net, torch.ones(1, 2), torch.tensor([[1, 0, 1]]))
+        >>> bool(torch.allclose(model(*x), net(torch.ones(1, 2))[:, [0, 2]].sum(1)))
+        True
+    """
+    wrapped = _SumOfLabels(model, inputs)
+    return wrapped, _with_labels(inputs, labels), wrapped.strip
 
 
 # ----------------------------------------------------------------------------------------------

@@ -555,6 +555,116 @@ class BranchNet(RankNet):
         return out
 
 
+# ================================================================================================ several inputs, multi-label
+class TwoInputs(nn.Module):
+    """An image and a vector of metadata, and an integer mask over the 3 classes (riding along)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.meta = nn.Linear(4, 3)
+        self.fc = nn.Linear(2 * 6 * 6, 3)
+
+    def forward(self, image: torch.Tensor, meta: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.fc(torch.tanh(self.conv(image)).flatten(1)) * torch.sigmoid(self.meta(meta))
+        return h.masked_fill(mask == 0, -1.0)
+
+
+def two_input_data(n: int = 5):  # type: ignore[no-untyped-def]
+    """``(image (N, 1, 6, 6), meta (N, 4), mask (N, 3) integers, targets (N,))`` for :class:`TwoInputs`."""
+    g = torch.Generator().manual_seed(3)
+    image, meta = torch.randn(n, 1, 6, 6, generator=g), torch.randn(n, 4, generator=g)
+    mask = torch.ones(n, 3, dtype=torch.long)
+    mask[1, 2] = 0
+    return image, meta, mask, torch.arange(n) % 3
+
+
+class LitTwo(pl.LightningModule):
+    """:class:`TwoInputs` trained on ``(image, meta, mask, y)`` batches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = TwoInputs()
+
+    def forward(self, image, meta, mask):  # type: ignore[no-untyped-def]
+        return self.net(image, meta, mask)
+
+    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        image, meta, mask, y = batch
+        return nn.functional.cross_entropy(self(image, meta, mask), y)
+
+    def validation_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        pass
+
+    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+class TwoBranchReLU(pl.LightningModule):
+    """``forward(image, meta)``: an image branch (conv, ReLU; ``dead_channels`` never positive on images in
+    [0, 1]) and a metadata branch (fc, ReLU; ``dead_units`` never positive on metadata in [0, 1])."""
+
+    def __init__(self, dead_channels: Sequence[int] = (), dead_units: Sequence[int] = (), lr: float = 0.01) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv_relu = nn.ReLU()
+        self.meta = nn.Linear(3, 6)
+        self.meta_relu = nn.ReLU()
+        self.fc = nn.Linear(4 + 6, 3)
+        self.lr = lr
+        with torch.no_grad():
+            sign = torch.ones(4)
+            sign[list(dead_channels)] = -1.0
+            self.conv.weight.copy_(sign[:, None, None, None] * 0.2)
+            self.conv.bias.copy_(sign * 0.1)
+        set_dead_linear(self.meta, list(dead_units))
+
+    def forward(self, image: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+        a = self.conv_relu(self.conv(image)).mean((2, 3))
+        return self.fc(torch.cat([a, self.meta_relu(self.meta(meta))], 1))
+
+    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        image, meta, y = batch
+        return TF.cross_entropy(self(image, meta), y)
+
+    def validation_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        pass
+
+    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+def multi_hot(n: int = 6, k: int = 4) -> torch.Tensor:
+    """``(n, k)`` multi-hot rows: label ``i % k`` on every row, ``(i + 2) % k`` too on odd rows."""
+    y = torch.zeros(n, k, dtype=torch.long)
+    for i in range(n):
+        y[i, i % k] = 1
+        y[i, (i + 2) % k] = 1 if i % 2 else 0
+    return y
+
+
+class LitMulti(pl.LightningModule):
+    """An MLP on ``(N, 5)`` inputs with 4 sigmoid outputs (multi-label), trained on multi-hot rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 4))
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        x, y = batch
+        return nn.functional.binary_cross_entropy_with_logits(self(x), y.float())
+
+    def validation_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        pass
+
+    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
 # ================================================================================================ the whole suite
 def masked_probe(n: int = 8, seed: int = 0) -> ProbeSet:
     """A probe of ``image_data(64)`` with the class quadrant as ground-truth mask."""

@@ -9,24 +9,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import pytorch_lightning as pl
-
 from lightning_xai import ProbeSet
 from lightning_xai import functional as F
 from lightning_xai.callbacks import AttributionMonitor
 from lightning_xai.engine import AttributionEngine, Chunking, Shard
 
-from .fixtures import trainer
+from .fixtures import LitMulti, multi_hot, trainer
 
 captum = pytest.importorskip("captum.attr")
-
-
-def _multi_hot(n: int = 6, k: int = 4) -> torch.Tensor:
-    y = torch.zeros(n, k, dtype=torch.long)
-    for i in range(n):
-        y[i, i % k] = 1
-        y[i, (i + 2) % k] = 1 if i % 2 else 0
-    return y
 
 
 def _sum_of_labels(model: nn.Module, labels: torch.Tensor):  # type: ignore[no-untyped-def]
@@ -37,7 +27,7 @@ def _sum_of_labels(model: nn.Module, labels: torch.Tensor):  # type: ignore[no-u
 def test_true_multi_hot_explains_the_sum_of_the_true_logits(method, opts):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 4))
-    x, y = torch.randn(6, 5), _multi_hot()
+    x, y = torch.randn(6, 5), multi_hot()
     probe = ProbeSet(x, targets=y)
     assert probe.multilabel
     calls = F.resolve_methods({method: opts})
@@ -56,27 +46,8 @@ def test_true_multi_hot_explains_the_sum_of_the_true_logits(method, opts):
         assert torch.allclose(part[method], maps[shard.rows(6)], atol=1e-6)
 
 
-class LitMulti(pl.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 4))
-
-    def forward(self, x):  # type: ignore[no-untyped-def]
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
-        x, y = batch
-        return nn.functional.binary_cross_entropy_with_logits(self(x), y.float())
-
-    def validation_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
-        pass
-
-    def configure_optimizers(self):  # type: ignore[no-untyped-def]
-        return torch.optim.SGD(self.parameters(), lr=0.01)
-
-
 def test_monitor_with_multi_label_targets(tmp_path):
-    x, y = torch.randn(8, 5), _multi_hot(8)
+    x, y = torch.randn(8, 5), multi_hot(8)
     monitor = AttributionMonitor(ProbeSet(x[:6], targets=y[:6]), methods=["saliency", "integrated_gradients"], target="true")
     tr = trainer(tmp_path, [monitor], max_epochs=1)
     model = LitMulti()
@@ -87,7 +58,7 @@ def test_monitor_with_multi_label_targets(tmp_path):
 
 
 def test_multi_hot_rows_from_a_dataset_and_a_clear_error():
-    x, y = torch.randn(10, 5), _multi_hot(10)
+    x, y = torch.randn(10, 5), multi_hot(10)
     probe = ProbeSet.from_dataset(TensorDataset(x, y), n=4)
     assert probe.multilabel and probe.targets.shape == (4, 4)
     with pytest.raises(ValueError, match="multi-hot"):

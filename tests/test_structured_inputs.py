@@ -7,39 +7,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import pytorch_lightning as pl
-
 from lightning_xai import ProbeSet, ProbeSpec
 from lightning_xai import functional as F
-from lightning_xai.callbacks import AttributionMonitor, FeatureDriftMonitor, SanityGate
+from lightning_xai.callbacks import AttributionMonitor, FeatureDriftMonitor
 from lightning_xai.engine import AttributionEngine, Shard
 
-from .fixtures import trainer
+from .fixtures import LitTwo, TwoInputs, trainer, two_input_data
 
 captum = pytest.importorskip("captum.attr")
-
-
-class TwoInputs(nn.Module):
-    """An image and a vector of metadata, and an integer mask over the 3 classes (riding along)."""
-
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        torch.manual_seed(seed)
-        self.conv = nn.Conv2d(1, 2, 3, padding=1)
-        self.meta = nn.Linear(4, 3)
-        self.fc = nn.Linear(2 * 6 * 6, 3)
-
-    def forward(self, image: torch.Tensor, meta: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h = self.fc(torch.tanh(self.conv(image)).flatten(1)) * torch.sigmoid(self.meta(meta))
-        return h.masked_fill(mask == 0, -1.0)
-
-
-def _data(n: int = 5):
-    g = torch.Generator().manual_seed(3)
-    image, meta = torch.randn(n, 1, 6, 6, generator=g), torch.randn(n, 4, generator=g)
-    mask = torch.ones(n, 3, dtype=torch.long)
-    mask[1, 2] = 0
-    return image, meta, mask, torch.arange(n) % 3
 
 
 CAPTUM = {
@@ -52,7 +27,7 @@ CAPTUM = {
 
 @pytest.mark.parametrize("method", list(CAPTUM))
 def test_tuple_inputs_equal_captum_with_additional_forward_args(method):
-    model, (image, meta, mask, y) = TwoInputs(), _data()
+    model, (image, meta, mask, y) = TwoInputs(), two_input_data()
     make, ours, theirs = CAPTUM[method]
     maps = F.attribute(model, (image, meta, mask), y, method, **ours)
     ref = make(model).attribute((image, meta), target=y, additional_forward_args=(mask,), **theirs)
@@ -62,7 +37,7 @@ def test_tuple_inputs_equal_captum_with_additional_forward_args(method):
 
 
 def test_dict_inputs_and_the_captum_bridge():
-    model, (image, meta, mask, y) = TwoInputs(), _data()
+    model, (image, meta, mask, y) = TwoInputs(), two_input_data()
     kwargs = {"image": image, "meta": meta, "mask": mask}
     maps = F.attribute(model, kwargs, y, captum.IntegratedGradients, n_steps=12)
     assert sorted(maps) == ["image", "meta"]
@@ -71,7 +46,7 @@ def test_dict_inputs_and_the_captum_bridge():
 
 
 def test_smoothgrad_rows_one_at_a_time_equal_one_batched_draw():
-    model, (image, meta, mask, y) = TwoInputs(), _data()
+    model, (image, meta, mask, y) = TwoInputs(), two_input_data()
     ones = torch.ones_like(mask)
     riding = F.attribute(model, (image, meta, ones), y, "smoothgrad", n_samples=4)  # riding mask: row by row
     batched = F.attribute(lambda_free(model), (image, meta), y, "smoothgrad", n_samples=4)  # no riding tensor: one call
@@ -92,7 +67,7 @@ def lambda_free(model: nn.Module) -> nn.Module:
 
 
 def test_engine_shards_caches_and_chunks_structured_probes():
-    model, (image, meta, mask, y) = TwoInputs(), _data(6)
+    model, (image, meta, mask, y) = TwoInputs(), two_input_data(6)
     probe = ProbeSet((image, meta, mask), targets=y)
     assert probe.kind == "structured" and len(probe) == 6
     calls = F.resolve_methods(["saliency", "integrated_gradients", "smoothgrad"])
@@ -118,7 +93,7 @@ def test_engine_shards_caches_and_chunks_structured_probes():
 
 
 def test_from_dataset_with_several_inputs_takes_the_right_target():
-    image, meta, _, y = _data(12)
+    image, meta, _, y = two_input_data(12)
     ds = TensorDataset(image, meta, y)
     probe = ProbeSet.from_dataset(ds, n=6, input_key=(0, 1))
     assert isinstance(probe.inputs, tuple) and probe.inputs[1].shape == (6, 4)
@@ -134,27 +109,8 @@ def test_from_dataset_with_several_inputs_takes_the_right_target():
         ProbeSet((image, meta[:3]))
 
 
-class LitTwo(pl.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = TwoInputs()
-
-    def forward(self, image, meta, mask):  # type: ignore[no-untyped-def]
-        return self.net(image, meta, mask)
-
-    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
-        image, meta, mask, y = batch
-        return nn.functional.cross_entropy(self(image, meta, mask), y)
-
-    def validation_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
-        pass
-
-    def configure_optimizers(self):  # type: ignore[no-untyped-def]
-        return torch.optim.SGD(self.parameters(), lr=0.01)
-
-
 def test_attribution_monitor_summarises_each_input(tmp_path):
-    image, meta, mask, y = _data(8)
+    image, meta, mask, y = two_input_data(8)
     ds = TensorDataset(image, meta, mask, y)
     probe = ProbeSet((image[:4], meta[:4], mask[:4]), targets=y[:4])
     monitor = AttributionMonitor(probe, methods=["saliency", "integrated_gradients"], target="true")
@@ -171,7 +127,5 @@ def test_attribution_monitor_summarises_each_input(tmp_path):
     assert len(drift.history) == 2 and drift._names[0] == "input0/f0" and drift._names[-1] == "input1/f3"
     assert len(drift._names) == 36 + 4
     assert any(k.startswith("xai/drift/saliency/") for k in tr.callback_metrics)
-    with pytest.raises(ValueError, match="does not yet explain probes of several inputs"):
-        SanityGate(probe, checks=[])
     with pytest.raises(ValueError, match="reference needs a probe of one input"):
         FeatureDriftMonitor(probe, method="saliency", reference=torch.zeros(40))

@@ -43,7 +43,8 @@ class DeadReLUMonitor(XAICallback):
 
     Args:
         probe: the :class:`~lightning_xai.ProbeSet` to count on (``source="probe"``), or a
-            :class:`~lightning_xai.ProbeSpec` drawn from the validation data at setup.
+            :class:`~lightning_xai.ProbeSpec` drawn from the validation data at setup. A probe of
+            several inputs (a tuple or dict of tensors) is run as ``model(*inputs)`` / ``model(**inputs)``.
         source: ``"probe"``: one forward pass over the probe in eval mode, shared with the probe
             forward of the other lightning_xai callbacks (``AttributionMonitor``) when they run in
             the same epoch, so it costs at most one extra forward, and none when it comes after an
@@ -66,6 +67,9 @@ class DeadReLUMonitor(XAICallback):
     """
 
     dashboard_categories = ("Dead ReLU",)
+
+    #: a probe of several inputs (a tuple or dict of tensors) is counted on ``model(*inputs)`` / ``model(**inputs)``
+    accepts_structured_probes = True
 
     def __init__(
         self,
@@ -201,7 +205,7 @@ class DeadReLUMonitor(XAICallback):
         if recorder is None:  # outputs were computed before the tap was set, or are not tensors
             x = self.probe.inputs_for(pl_module)
             with F.explaining(pl_module), torch.no_grad(), F.ReLURecorder(pl_module) as recorder:
-                pl_module(x)
+                F.call_model(pl_module, x)
             cache.put(key, recorder)
         return dict(recorder.counts)
 

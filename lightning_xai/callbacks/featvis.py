@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -33,6 +34,12 @@ class FeatureVisualizationMonitor(XAICallback):
       prototype, as its position in the probe's range of that feature (-1: its minimum, +1: its
       maximum; the raw value next to the name). Prototypes are kept inside that range (pixel
       parametrisation, clamped; jitter, blur and ``"fft"`` need spatial axes and are not used);
+    - several floating inputs (a probe of a tuple or dict of tensors, e.g. an image and its metadata):
+      optimised together, as one vector of every input's values (each kept inside its own input's
+      range, as for tabular inputs), and drawn input by input as above under
+      ``xai/featvis/classes/<input>`` and ``xai/featvis/<layer>/<input>`` (no ``classes_by_epoch``);
+      models with integer inputs (token ids, masks) are refused, since those cannot be optimised
+      and holding them at one sample's values would picture that sample, not the class;
     - ``xai/filters/<layer>``: the kernels of the first ``Conv2d`` layer (``filters=True``) or of the
       one named, on a colour scale set at the first epoch and raised by sqrt(2) when outgrown.
 
@@ -47,7 +54,8 @@ class FeatureVisualizationMonitor(XAICallback):
             :func:`~lightning_xai.functional.activation_maximization` takes them.
         probe: a :class:`~lightning_xai.ProbeSet` (or ``ProbeSpec``) giving the input shape and
             value range; optional: without one they come from the first validation batch (the
-            class count is then checked there, or at setup from ``example_input_array``).
+            class count is then checked there, or at setup from ``example_input_array``). Several
+            inputs need a probe (their structure and ranges come from it).
         filters: ``True`` (the first ``Conv2d``, if any), ``False``, or a layer name.
         class_names: a caption per class index.
         history: epochs kept in ``xai/featvis/classes_by_epoch`` (0: not logged).
@@ -117,8 +125,9 @@ class FeatureVisualizationMonitor(XAICallback):
         self._filter_vmax: Optional[float] = None
         self._filter_vmax_epoch = 0
         self._history: List[Tuple[int, Tensor]] = []
-        #: the last epoch's pictures as tensors: ``{"classes": (K, *shape), layer: (U, *shape)}`` (CPU)
-        self.last_images: Dict[str, Tensor] = {}
+        #: the last epoch's pictures as tensors: ``{"classes": (K, *shape), layer: (U, *shape)}`` (CPU); for
+        #: several inputs each value is in the inputs' structure (a tuple or dict of such tensors)
+        self.last_images: Dict[str, Any] = {}
         if isinstance(probe, ProbeSet):
             self._on_probe_drawn()
 
@@ -126,8 +135,43 @@ class FeatureVisualizationMonitor(XAICallback):
         return {**super()._state_key_fields(), "classes": self.classes, "units": self.units, **self.options}
 
     # ------------------------------------------------------------------ shape, range, checks
-    def _learn_inputs(self, x: Tensor) -> None:
-        """Input shape and value range (per feature for ``(N, F)``, else one pair) from real inputs."""
+    #: a probe of several floating inputs is optimised jointly; integer inputs are refused (``_check_structured``)
+    accepts_structured_probes = True
+
+    def _check_structured(self, probe: Any) -> None:
+        if isinstance(probe, ProbeSet) and probe.structured:
+            self._refuse_integer_inputs(probe.inputs)
+
+    @staticmethod
+    def _refuse_integer_inputs(inputs: Any) -> None:
+        names = F.input_names(inputs)
+        riding = [n for n, (_, t) in zip(names, F.input_entries(inputs)) if not t.is_floating_point()]
+        if riding:
+            raise ValueError(
+                f"FeatureVisualizationMonitor optimises the model's inputs for each class, but this model takes "
+                f"integer inputs ({', '.join(riding)} of {', '.join(names)}: token ids, masks), which cannot be "
+                "optimised, and holding them at one sample's values would picture that sample, not the class. "
+                "Visualise a module that takes the floating inputs alone (e.g. the image branch), or explain this "
+                "model with AttributionMonitor"
+            )
+
+    def _learn_inputs(self, x: Any) -> None:
+        """Input shape and value range (per feature for ``(N, F)``, else one pair) from real inputs.
+
+        Several inputs are one flat vector of their values (:func:`~lightning_xai.functional.joint_inputs`),
+        each with its own input's range: per feature for ``(F,)`` inputs, else the input's one pair."""
+        if F.is_structured(x):
+            los, his = [], []
+            for _, t in F.input_entries(x):
+                t = t.detach().float().cpu()
+                lo, hi = (t.min(0).values, t.max(0).values) if t.dim() == 2 else (t.min(), t.max())
+                size = math.prod(t.shape[1:])
+                los.append(torch.broadcast_to(lo, t.shape[1:]).reshape(size))
+                his.append(torch.broadcast_to(hi, t.shape[1:]).reshape(size))
+            low, high = torch.cat(los), torch.cat(his)
+            self._shape = (int(low.numel()),)
+            self._range = (low, torch.where(high > low, high, low + 1.0))
+            return
         x = x.detach().float().cpu()
         self._shape = tuple(x.shape[1:])
         if x.dim() == 2:
@@ -176,6 +220,8 @@ class FeatureVisualizationMonitor(XAICallback):
         if self._shape is not None and self._num_classes is not None:
             return
         x = split_item(batch)[0]
+        if F.is_structured(x):  # only a batch of several inputs tells (no probe was given)
+            self._refuse_integer_inputs(x)
         if self._shape is None:
             self._learn_inputs(x)
         if self._num_classes is None:
@@ -224,6 +270,9 @@ class FeatureVisualizationMonitor(XAICallback):
         tabular = len(self._shape) == 1
         options = dict(self.options, jitter=0, blur=0.0, parametrization="pixel") if tabular else self.options
         model = F.with_output(pl_module, self.output)  # class objectives read the selected output
+        if isinstance(self.probe, ProbeSet) and self.probe.structured:
+            self._joint(trainer, model, classes, targets, options, epoch)
+            return
         x = F.activation_maximization(model, self._shape, targets, value_range=self._range, **options)
         scores = F.featvis_objective(model, x, targets).cpu().tolist()
         x = x.float().cpu()
@@ -250,6 +299,41 @@ class FeatureVisualizationMonitor(XAICallback):
                 columns=len(classes), title="classes, one row per epoch", row_titles=[f"ep {e}" for e, _ in self._history],
             ))
 
+    def _joint(
+        self, trainer: Any, model: nn.Module, classes: List[int], targets: List[Any], options: Dict[str, Any], epoch: int
+    ) -> None:
+        """Several floating inputs, optimised together as one flat vector (each value within its input's
+        range); each input drawn on its own: ``xai/featvis/<classes|layer>/<input>``."""
+        assert isinstance(self.probe, ProbeSet) and self._shape is not None and self._range is not None
+        flat, _, split = F.joint_inputs(model, self.probe.inputs)
+        x = F.activation_maximization(flat, self._shape, targets, value_range=self._range, **options)
+        scores = F.featvis_objective(flat, x, targets).cpu().tolist()
+        x = x.float().cpu()
+        lo, hi = split(self._range[0][None]), split(self._range[1][None])
+        groups: Dict[str, List[int]] = {"classes": list(range(len(classes)))} if classes else {}
+        for i, (name, _) in enumerate(self.units, len(classes)):
+            groups.setdefault(name, []).append(i)
+        self.last_images = {key: split(x[rows]) for key, rows in groups.items()}
+        sink = self._sink(trainer)
+        names = dict(zip([k for k, _ in F.input_entries(self.probe.inputs)], F.input_names(self.probe.inputs)))
+        for key, rows in groups.items():
+            captions = [self._caption(targets[i], scores[i]) for i in rows]
+            what = "class: logit reached" if key == "classes" else "channel: mean activation reached"
+            for k, part in F.input_entries(self.last_images[key]):
+                title = f"{names[k]}: {'classes' if key == 'classes' else key}, epoch {epoch} ({what})"
+                low, high = dict(F.input_entries(lo))[k][0], dict(F.input_entries(hi))[k][0]
+                if part.dim() == 4:  # (C, H, W): one range for the input
+                    image = F.image_grid(part, (float(low.min()), float(high.max())), captions,
+                                         columns=self.GRID_COLUMNS, title=title)
+                elif part.dim() == 2:  # (F,): each feature's place in its range
+                    image = self._feature_bars(part, low, high, [f"f{i}" for i in range(part.shape[1])], captions, title)
+                else:
+                    self._warn_once(f"kind-{names[k]}", f"FeatureVisualizationMonitor: no picture for input {names[k]} "
+                                    f"of shape {tuple(part.shape[1:])}; pictures are drawn for (C, H, W) and (F,) "
+                                    "inputs (last_images holds the tensors)")
+                    continue
+                sink.image(f"xai/featvis/{key}/{names[k]}", image)
+
     def _caption(self, target: Any, score: Optional[float] = None) -> str:
         if isinstance(target, tuple):
             name = f"ch {target[1]}"
@@ -267,8 +351,14 @@ class FeatureVisualizationMonitor(XAICallback):
 
     def _bars(self, rows: Tensor, captions: List[str], title: str) -> np.ndarray:
         assert self._range is not None and self._shape is not None
-        lo, hi = self._range
         names = self.probe.names if isinstance(self.probe, ProbeSet) else [f"f{i}" for i in range(self._shape[0])]
+        return self._feature_bars(rows, self._range[0], self._range[1], names, captions, title)
+
+    @staticmethod
+    def _feature_bars(
+        rows: Tensor, lo: Tensor, hi: Tensor, names: List[str], captions: List[str], title: str
+    ) -> np.ndarray:
+        """One bar chart per row: each feature's place in ``[lo, hi]`` (-1 .. +1), its raw value by its name."""
         charts = []
         for row, caption in zip(rows, captions):
             position = 2 * (row - lo) / (hi - lo) - 1

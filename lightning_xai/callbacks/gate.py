@@ -7,7 +7,7 @@ import math
 import os
 import re
 from enum import Enum
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -16,9 +16,10 @@ from .. import functional as F
 from .._lightning import rank_zero_info, rank_zero_warn
 from ..errors import SanityCheckError
 from ..probe import ProbeSet, ProbeSpec
-from ..sink import LogSink, markdown_table
+from ..sink import LogSink
+from . import _gate_report as R
 from ._base import TargetSpec, XAICallback
-from ._terminal import progress_print, result_text
+from ._terminal import progress_print
 
 __all__ = ["SanityGate", "GateReason", "gate_decision"]
 
@@ -122,6 +123,9 @@ class SanityGate(XAICallback):
     """
 
     REPORT_NAME = "xai_gate_report.json"
+
+    #: every check takes probes of several inputs, or says at setup why it cannot (see :mod:`lightning_xai.checks`)
+    accepts_structured_probes = True
 
     def __init__(
         self,
@@ -238,14 +242,19 @@ class SanityGate(XAICallback):
         sink.scalars(scalars)
 
         rank = trainer.global_rank if per_rank.shape[0] > 1 else 0
-        message = self._message(rank, epoch, results, per_rank, in_warmup) if failed else None
+        message = (
+            R.failure_message(rank, epoch, results, per_rank, in_warmup, self.wait_count, self.patience) if failed else None
+        )
         decision = "pass" if not failed else ("warmup" if in_warmup else (self.action if act else "fail"))
-        self._append_report(trainer, epoch, failed, in_warmup, decision, results, per_rank)
-        sink.text("xai/gate/report", self._markdown(self.report[-1], message))
+        self.report.append(R.report_entry(
+            epoch, int(trainer.global_step), failed, in_warmup, self.wait_count, self.patience, decision, results, per_rank
+        ))
+        sink.text("xai/gate/report", R.markdown(self.report[-1], message))
         self._write_report(trainer, sink)  # last: a failure before it leaves the file as it was
         if self.verbose:
             # one line under the progress bar (rank 0, when it shows); without a bar, the full message is logged
-            shown = progress_print(trainer, self._line(rank, epoch, results, per_rank, decision))
+            line = R.epoch_line(rank, epoch, results, per_rank, decision, self.wait_count, self.patience)
+            shown = progress_print(trainer, line)
             if failed and not shown:
                 rank_zero_info(message)
         if not act:
@@ -311,56 +320,6 @@ class SanityGate(XAICallback):
         gathered = gathered.detach().cpu()
         return gathered if gathered.dim() == 3 else gathered.unsqueeze(0)
 
-    def _failures(self, rank: int, results: Sequence[C.CheckResult], per_rank: torch.Tensor) -> List[str]:
-        """This rank's failure reasons, then the values of checks that failed on the other ranks."""
-        lines = [r.reason for r in results if not r.passed]
-        for other in range(per_rank.shape[0]):
-            if other == rank:
-                continue
-            for i, r in enumerate(results):
-                if not bool(per_rank[other, i, 1]):
-                    lines.append(f"{r.name} = {float(per_rank[other, i, 0]):.4g} on rank {other}")
-        return lines
-
-    def _message(
-        self, rank: int, epoch: int, results: Sequence[C.CheckResult], per_rank: torch.Tensor, in_warmup: bool
-    ) -> str:
-        failures = self._failures(rank, results, per_rank)
-        names = sorted({r.name for i, r in enumerate(results) if not bool(per_rank[:, i, 1].all())})
-        state = (
-            "warm-up, not counted" if in_warmup
-            else f"{self.wait_count} failed validation check(s) in a row, patience {self.patience}"
-        )
-        return (
-            f"SanityGate: epoch {epoch}: {len(names)} of {len(results)} explanation check(s) failed "
-            f"({state}): " + "; ".join(failures)
-        )
-
-    def _line(
-        self, rank: int, epoch: int, results: Sequence[C.CheckResult], per_rank: torch.Tensor, decision: str
-    ) -> str:
-        """The epoch in one line: ``xai epoch 3: gate FAILED: relevance_mass/saliency = 0.31 < min 0.5``."""
-        evaluated = sum(1 for r in results if not r.skipped)
-        skipped = len(results) - evaluated
-        counted = f"{evaluated} check{'s' if evaluated != 1 else ''}" + (f", {skipped} skipped" if skipped else "")
-        if decision == "pass":
-            return f"xai epoch {epoch}: gate passed ({counted})"
-        failures = [result_text(r.name, r.value, r.bound, r.direction, r.reason) for r in results if not r.passed]
-        for other in range(per_rank.shape[0]):
-            if other != rank:
-                failures += [
-                    f"{r.name} = {float(per_rank[other, i, 0]):.4g} on rank {other}"
-                    for i, r in enumerate(results) if not bool(per_rank[other, i, 1])
-                ]
-        state = {
-            "warmup": " (warm-up, not counted)",
-            "fail": f" ({self.wait_count} in a row, patience {self.patience})",
-            "stop": ", stopping training",
-            "raise": ", raising SanityCheckError",
-            "warn": " (action='warn': training goes on)",
-        }.get(decision, "")
-        return f"xai epoch {epoch}: gate FAILED{state}: " + "; ".join(failures)
-
     @staticmethod
     def _reason(results: Sequence[C.CheckResult], per_rank: torch.Tensor) -> GateReason:
         if any("error" in r.details for r in results):
@@ -371,32 +330,6 @@ class SanityGate(XAICallback):
         return GateReason.CHECKS_FAILED
 
     # ------------------------------------------------------------------ report
-    def _append_report(
-        self, trainer: Any, epoch: int, failed: bool, in_warmup: bool, decision: str,
-        results: Sequence[C.CheckResult], per_rank: torch.Tensor,
-    ) -> None:
-        entries = []
-        for i, r in enumerate(results):
-            entry = r.to_dict()
-            if per_rank.shape[0] > 1:
-                entry["per_rank"] = [
-                    {"value": C.json_number(float(per_rank[k, i, 0])), "passed": bool(per_rank[k, i, 1])}
-                    for k in range(per_rank.shape[0])
-                ]
-            entries.append(entry)
-        self.report.append(
-            {
-                "epoch": epoch,
-                "global_step": int(trainer.global_step),
-                "passed": not failed,
-                "warmup": in_warmup,
-                "fails_in_a_row": self.wait_count,
-                "patience": self.patience,
-                "decision": decision,
-                "checks": entries,
-            }
-        )
-
     def _write_report(self, trainer: Any, sink: LogSink) -> None:
         """Write the whole report (every epoch so far) to the JSON file, atomically, and hand it to the
         loggers that keep files (an MLflow or W&B run artifact, replaced each epoch). A file that cannot
@@ -424,26 +357,6 @@ class SanityGate(XAICallback):
             )
             return
         sink.file(self.REPORT_NAME, path)
-
-    @staticmethod
-    def _markdown(entry: Mapping[str, Any], message: Optional[str]) -> str:
-        """One epoch of the report as markdown for TensorBoard's Text tab."""
-        verdict = "**passed**" if entry["passed"] else f"**failed** ({entry['decision']})"
-        head = (
-            f"Epoch {entry['epoch']} (step {entry['global_step']}): {verdict}; "
-            f"fails in a row {entry['fails_in_a_row']} (patience {entry['patience']})"
-        )
-        rows = {
-            c["name"]: {
-                "value": "NaN" if c.get("value") is None else c["value"],
-                "passed": ("not yet applicable" if c.get("details", {}).get("not_applicable") else "skipped")
-                if c.get("skipped") else ("yes" if c["passed"] else "**no**"),
-                "reason": c.get("reason", ""),
-            }
-            for c in entry["checks"]
-        }
-        text = head + "\n\n" + markdown_table(rows, row_header="check")
-        return text + (f"\n\n{message}" if message else "")
 
     def _report_file(self, trainer: Any) -> Optional[str]:
         if self._report_path is None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -31,11 +31,13 @@ from torch import Tensor, nn
 from ._guard import named_modules
 from .attribution import integrated_gradients
 from .drift import DegenerateInputWarning, map_ssim, spearman
+from .structured import input_entries, input_names, is_structured, map_tensors
 
 __all__ = [
     "SIMILARITIES",
     "pool_maps",
     "map_similarity",
+    "map_similarity_per_input",
     "top_layers",
     "randomized_copy",
     "parameter_randomization",
@@ -49,7 +51,7 @@ __all__ = [
 #: Similarity measures the randomisation checks accept.
 SIMILARITIES: Tuple[str, ...] = ("spearman", "ssim")
 
-ExplainFn = Callable[[nn.Module, Tensor, Optional[Tensor]], Tensor]
+ExplainFn = Callable[[nn.Module, Any, Optional[Tensor]], Any]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -68,12 +70,17 @@ def pool_maps(maps: Tensor) -> Tensor:
     return m.sum(1) if m.dim() == 4 else m
 
 
-def map_similarity(a: Tensor, b: Tensor, similarity: str = "spearman") -> Tensor:
+def map_similarity(a: Any, b: Any, similarity: str = "spearman") -> Tensor:
     """Per-sample similarity of ``|a|`` and ``|b|``, as in the randomisation tests (Adebayo et al. 2018).
 
     Image maps are pooled over channels (:func:`pool_maps`). ``"spearman"`` ranks the pooled maps;
     ``"ssim"`` is :func:`~lightning_xai.functional.map_ssim` (each map scaled to ``[0, 1]`` by its
     maximum; Gaussian window as Wang et al. 2004), the same statistic ``FeatureDriftMonitor`` logs.
+
+    Maps of several inputs (the tuple or dict a probe of several inputs gets, ``None`` for riding
+    inputs) are compared input by input (:func:`map_similarity_per_input`) and each sample's value is
+    the mean over the attributed inputs: every input counts once, whatever its size, since inputs have
+    their own units and a similarity over their concatenation would mostly rank the larger one.
 
     Degenerate maps (common for Grad-CAM after randomisation) have defined values: for Spearman, a
     constant map against a non-constant one scores 0 (nothing of the ranking survived) and two
@@ -87,6 +94,9 @@ def map_similarity(a: Tensor, b: Tensor, similarity: str = "spearman") -> Tensor
     """
     if similarity not in SIMILARITIES:
         raise ValueError(f"unknown similarity {similarity!r}; use one of {', '.join(SIMILARITIES)}")
+    if is_structured(a) or is_structured(b):
+        per_input = map_similarity_per_input(a, b, similarity)
+        return torch.stack(list(per_input.values())).mean(0)
     if a.shape != b.shape:
         raise ValueError(f"maps of different shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be compared")
     pa, pb = pool_maps(a), pool_maps(b)
@@ -103,6 +113,40 @@ def map_similarity(a: Tensor, b: Tensor, similarity: str = "spearman") -> Tensor
             warnings.simplefilter("ignore", DegenerateInputWarning)
             rho = map_ssim(pa, pb)
     return torch.where(nan, torch.full_like(rho, float("nan")), rho)
+
+
+def map_similarity_per_input(a: Any, b: Any, similarity: str = "spearman") -> Dict[str, Tensor]:
+    """``{input name: (N,) similarities}`` of two maps of several inputs, one entry per attributed input
+    (:func:`map_similarity` on each; riding inputs, ``None`` in the maps, are left out). One tensor of maps
+    gives one entry named ``""``.
+
+    Example:
+        >>> import torch
+        >>> a = (torch.tensor([[1., 2., 3.]]), torch.tensor([[1., 2.]]), None)
+        >>> b = (torch.tensor([[3., 2., 1.]]), torch.tensor([[1., 2.]]), None)
+        >>> {k: v.tolist() for k, v in map_similarity_per_input(a, b).items()}
+        {'input0': [-1.0], 'input1': [1.0]}
+        >>> map_similarity(a, b).tolist()
+        [0.0]
+    """
+    if not (is_structured(a) or is_structured(b)):
+        return {"": map_similarity(a, b, similarity)}
+    if type(a) is not type(b) and not (isinstance(a, Mapping) and isinstance(b, Mapping)):
+        raise ValueError(f"maps of different structures ({type(a).__name__}, {type(b).__name__}) cannot be compared")
+    left, right = dict(input_entries(a)), dict(input_entries(b))
+    if set(left) != set(right):
+        raise ValueError(f"maps of different inputs ({sorted(map(str, left))}, {sorted(map(str, right))}) cannot be compared")
+    names = dict(zip([k for k, _ in input_entries(a)], input_names(a)))
+    result: Dict[str, Tensor] = {}
+    for key, ta in left.items():
+        tb = right[key]
+        if (ta is None) != (tb is None):
+            raise ValueError(f"input {names[key]!r} has maps on one side only")
+        if ta is not None:
+            result[names[key]] = map_similarity(ta, tb, similarity)
+    if not result:
+        raise ValueError("the maps hold no attributed input to compare")
+    return result
 
 
 # ----------------------------------------------------------------------------------------------
@@ -198,14 +242,14 @@ def randomized_copy(
 
 def parameter_randomization(
     model: nn.Module,
-    inputs: Tensor,
+    inputs: Any,
     target: Optional[Tensor],
     explain: ExplainFn,
     layers: Optional[Sequence[str]] = None,
     mode: str = "cascading",
     similarity: str = "spearman",
     seed: int = 0,
-    original: Optional[Tensor] = None,
+    original: Any = None,
 ) -> Dict[str, Tensor]:
     """Model-parameter randomisation test (Adebayo et al. 2018): how similar do maps stay?
 
@@ -240,7 +284,7 @@ def parameter_randomization(
     g = torch.Generator().manual_seed(int(seed))
     if original is None:
         original = explain(model, inputs, target)
-    original = original.detach()
+    original = map_tensors(lambda t: t.detach(), original)
     result: Dict[str, Tensor] = {}
     cascade: Optional[nn.Module] = None
     for name in names:
@@ -254,7 +298,7 @@ def parameter_randomization(
             clone = cascade
         else:
             clone = randomized_copy(model, [name], generator=g)
-        maps = explain(clone, inputs, target).detach()
+        maps = map_tensors(lambda t: t.detach(), explain(clone, inputs, target))
         result[name] = map_similarity(original, maps, similarity)
     return result
 

@@ -73,6 +73,7 @@ from torch.overrides import TorchFunctionMode
 from torchmetrics import Metric
 
 from ._guard import eager_name, explaining
+from .structured import call_model, input_entries, input_rows, is_structured, take_rows
 
 __all__ = [
     "ReLURecorder",
@@ -658,7 +659,7 @@ def _unit_counts(act: Tensor, unit_dim: int, scratch: Optional[Dict[Any, Tensor]
 
 
 def dead_relu_stats(
-    model: nn.Module, inputs: Tensor, tau: float = 0.0, *, batch_size: Optional[int] = None
+    model: nn.Module, inputs: Any, tau: float = 0.0, *, batch_size: Optional[int] = None
 ) -> ReLUSummary:
     """Count the ReLUs of ``model`` over ``inputs`` (eval mode, no grad) and summarise them.
 
@@ -666,19 +667,33 @@ def dead_relu_stats(
 
     Args:
         model: the model.
-        inputs: one tensor of inputs ``(N, ...)``, passed as ``model(inputs)``.
+        inputs: a tensor of inputs ``(N, ...)``, passed as ``model(inputs)``, or several inputs: a tuple
+            (``model(*inputs)``) or a dict (``model(**inputs)``) of tensors with the same ``N``.
         tau: dormancy threshold (see :func:`relu_statistics`).
         batch_size: rows per forward pass (default: all at once).
+
+    Example:
+        >>> import torch
+        >>> class Two(torch.nn.Module):
+        ...     def forward(self, a, b):
+        ...         return torch.relu(a - b)
+        >>> a = torch.tensor([[1., -1.], [2., -3.]])
+        >>> dead_relu_stats(Two(), (a, torch.zeros(2, 2))).dead
+        1
     """
     _check_tau(tau)
-    if not isinstance(inputs, Tensor):
-        raise TypeError(f"inputs must be a torch.Tensor of shape (N, ...), got {type(inputs).__name__}")
-    n = inputs.shape[0] if inputs.dim() else 1
+    if not isinstance(inputs, Tensor) and not (
+        is_structured(inputs) and all(isinstance(t, Tensor) for _, t in input_entries(inputs))
+    ):
+        raise TypeError(
+            f"inputs must be a torch.Tensor of shape (N, ...), or a tuple or dict of them, got {type(inputs).__name__}"
+        )
+    n = (inputs.shape[0] if inputs.dim() else 1) if isinstance(inputs, Tensor) else input_rows(inputs)
     step = n if batch_size is None else int(batch_size)
     if step < 1:
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
     with explaining(model), torch.no_grad(), ReLURecorder(model) as recorder:
         for s in range(0, n, step):
-            model(inputs[s : s + step])
+            call_model(model, take_rows(inputs, slice(s, s + step)))
     return recorder.statistics(tau)
 

@@ -48,12 +48,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from ._guard import computing_in, explaining
+from .structured import _Flat, input_entries, structure_like
 
 __all__ = [
     "PARAMETRIZATIONS",
@@ -62,6 +63,7 @@ __all__ = [
     "check_featvis_options",
     "check_featvis_units",
     "featvis_objective",
+    "joint_inputs",
     "resolve_featvis_targets",
     "unit_width",
 ]
@@ -362,6 +364,42 @@ class _Adam:
 
 
 # ------------------------------------------------------------------------------------------ the method
+def joint_inputs(model: nn.Module, inputs: Any) -> Tuple[nn.Module, int, Callable[[Tensor], Any]]:
+    """A model of several floating-point inputs as a model of one flat vector, for activation maximisation.
+
+    Returns ``(flat_model, size, split)``: ``flat_model`` takes ``(K, size)`` rows (every input flattened
+    and concatenated, in the inputs' order) and calls ``model(*inputs)`` or ``model(**inputs)``; ``split``
+    turns such rows back into the inputs' structure. ``inputs`` (a tuple or dict of ``(N, ...)`` tensors)
+    gives only the structure and shapes. Integer inputs (token ids, masks) cannot be optimised: a
+    ``ValueError`` names them. Layer names stay the model's own (unit targets read the same modules).
+
+    Example:
+        >>> class Two(nn.Module):
+        ...     def forward(self, a, b):
+        ...         return a.sum(1, keepdim=True) + 2 * b.sum((1, 2)).unsqueeze(1)
+        >>> flat, size, split = joint_inputs(Two(), {"a": torch.zeros(1, 3), "b": torch.zeros(1, 2, 2)})
+        >>> size, flat(torch.ones(1, size)).item(), {k: tuple(v.shape) for k, v in split(torch.ones(2, size)).items()}
+        (7, 11.0, {'a': (2, 3), 'b': (2, 2, 2)})
+    """
+    entries = input_entries(inputs)
+    fixed = [str(k) for k, t in entries if not t.is_floating_point()]
+    if fixed:
+        raise ValueError(
+            f"inputs {', '.join(fixed)} hold integers (token ids, masks), which cannot be optimised; activation "
+            "maximisation takes models whose inputs are all floating-point"
+        )
+    keys = [k for k, _ in entries]
+    shapes = [tuple(int(d) for d in t.shape[1:]) for _, t in entries]
+    sizes = [math.prod(s) for s in shapes]
+    flat = _Flat(model, inputs, keys, shapes, {})
+
+    def split(rows: Tensor) -> Any:
+        parts = rows.split(sizes, dim=1)
+        return structure_like(inputs, {k: p.reshape((rows.shape[0], *s)) for k, p, s in zip(keys, parts, shapes)})
+
+    return flat, sum(sizes), split
+
+
 def activation_maximization(
     model: nn.Module,
     input_shape: Sequence[int],
