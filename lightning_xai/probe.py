@@ -430,7 +430,17 @@ class ProbeSet:
         ids = self.token_ids()
         if ids is None:
             raise ValueError(f"{self!r} holds no token ids")
-        row = [int(v) for v in ids[i].tolist()]
+        return self.token_text([int(v) for v in ids[i].tolist()])
+
+    def token_text(self, ids: Sequence[int]) -> List[str]:
+        """Token ids as text: through ``decode`` (ids -> list of strings), ``vocab[id]``, or the ids themselves.
+
+        Example:
+            >>> import torch
+            >>> ProbeSet(torch.tensor([[1, 2]]), vocab=["<pad>", "good", "film"]).token_text([2, 1, 7])
+            ['film', 'good', '<7>']
+        """
+        row = [int(v) for v in ids]
         if self.decode is not None:
             return [str(t) for t in self.decode(row)]
         if self.vocab is not None:

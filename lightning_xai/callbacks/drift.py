@@ -85,7 +85,12 @@ class FeatureDriftMonitor(XAICallback):
             gets this grid as its own, so that each feature is one superpixel and the global
             importance is mean ``|SHAP|`` per superpixel (the cells coincide when the grid divides
             the image; a method's own ``grid`` must equal this one; with its own ``feature_mask`` the
-            importance is per grid cell).
+            importance is per grid cell). Sequences ``(N, C, T)``: the ``rows x columns`` cells are
+            time bins, per channel (features ``ch<c>[t<start>:<end>]``).
+        token_features: for token ids, what a feature is: ``"vocabulary"`` (default: each token of
+            the probe's vocabulary, named by the probe's ``vocab``/``decode``; its importance is the
+            attribution it gets wherever it occurs, so a shortcut token rising shows as drift) or
+            ``"position"`` (each position of the sequence, ``pos<i>``). Padding is left out.
         log_importance: log the per-feature curves (tabular probes).
         log_trajectory: log the trajectory heatmap.
         chunk_size: rows per forward+backward pass (default: the probe size).
@@ -130,11 +135,20 @@ class FeatureDriftMonitor(XAICallback):
         output: F.OutputSpec = None,
         embedding: Optional[str] = None,
         pad_id: int = 0,
+        token_features: str = "vocabulary",
     ) -> None:
         super().__init__(
             probe, target=target, every_n_epochs=every_n_epochs, chunk_size=chunk_size, dtype=dtype, on_error=on_error,
             output=output, embedding=embedding, pad_id=pad_id,
         )
+        if token_features not in ("vocabulary", "position"):
+            raise ValueError(
+                f"token_features must be 'vocabulary' (each token of the probe's vocabulary) or 'position' "
+                f"(each position of the sequence), got {token_features!r}"
+            )
+        self.token_features = token_features
+        #: token ids: the probe's distinct tokens (the features with ``token_features="vocabulary"``)
+        self._vocabulary: Optional[Tensor] = None
         methods = F.resolve_methods(method)
         if len(methods) != 1:
             raise ValueError(
@@ -196,6 +210,9 @@ class FeatureDriftMonitor(XAICallback):
         """Names from the probe; a tensor or file reference is checked against it (now, or at setup for a spec)."""
         probe = self.probe
         assert isinstance(probe, ProbeSet)
+        ids, padding = probe.token_ids(), self._padding()
+        if ids is not None and self.token_features == "vocabulary":
+            self._vocabulary = F.token_vocabulary(ids, None if padding is None else ~padding)
         if probe.structured:  # several inputs: named from the first maps (the attributed inputs' features)
             if self._pending_reference is not None:
                 raise ValueError(
@@ -204,9 +221,12 @@ class FeatureDriftMonitor(XAICallback):
                 )
             self._names, self._tag_names = [], []
             return
-        self._names = F.importance_names(
-            tuple(probe.inputs.shape[1:]), self.grid, probe.feature_names if probe.kind == "tabular" else None
-        )
+        if probe.kind == "text":
+            self._names = self._token_names(int(probe.inputs.shape[1]))
+        else:
+            self._names = F.importance_names(
+                tuple(probe.inputs.shape[1:]), self.grid, probe.feature_names if probe.kind == "tabular" else None
+            )
         self._tag_names = tag_names(self._names)
         if self._pending_reference is not None:
             kind, value = self._pending_reference
@@ -291,11 +311,14 @@ class FeatureDriftMonitor(XAICallback):
         return {"epoch": data.get("epoch"), "importance": importance, "maps": maps}
 
     def _state_key_fields(self) -> Dict[str, Any]:
-        return {
+        fields = {
             **super()._state_key_fields(),
             "method": self.method,
             "options": repr(F.options_key({k: v for k, v in self.method_options.items() if k != "chunk_size"})),
         }
+        if self.token_features != "vocabulary":  # absent by default: the keys of existing checkpoints stay
+            fields["token_features"] = self.token_features
+        return fields
 
     def declared_metrics(self) -> Tuple[str, ...]:
         m = re.escape(self.method)
@@ -346,20 +369,37 @@ class FeatureDriftMonitor(XAICallback):
         padding = self._padding()
         if not isinstance(attr, Tensor):
             attr = self._concatenated(attr, padding)
-        elif padding is not None and tuple(attr.shape) == tuple(padding.shape):  # token ids: padding counts as 0
-            attr = attr.masked_fill(padding.to(attr.device), 0.0)
+        elif padding is not None and tuple(attr.shape) == tuple(padding.shape):
+            attr = self._token_features(attr, padding)
         self._publish(trainer, self.update(trainer.current_epoch, attr))
+
+    def _token_features(self, attr: Tensor, padding: Tensor) -> Tensor:
+        """Per-token maps ``(N, T)`` as the features: per vocabulary item, or per position (padding as 0)."""
+        if self._vocabulary is None:
+            return attr.masked_fill(padding.to(attr.device), 0.0)
+        ids = self.probe.token_ids() if isinstance(self.probe, ProbeSet) else None
+        assert ids is not None
+        return F.token_bag(attr, ids, self._vocabulary, ~padding)
+
+    def _token_names(self, length: int) -> List[str]:
+        if self._vocabulary is None:
+            return [f"pos{i}" for i in range(length)]
+        assert isinstance(self.probe, ProbeSet)
+        return self.probe.token_text(self._vocabulary.tolist())
 
     def _concatenated(self, maps: Any, padding: Optional[Tensor]) -> Tensor:
         """Maps of several inputs as one ``(N, features)`` tensor: each attributed input's features in
-        turn, named ``<input>/f<i>`` (token ids: padding counts as 0)."""
+        turn, named ``<input>/<feature>`` (token ids: per vocabulary item or position, padding left out)."""
         parts: List[Tensor] = []
         names: List[str] = []
         for (_, part), label in zip(F.input_entries(maps), F.input_names(maps)):
             if part is None:
                 continue
             if padding is not None and tuple(part.shape) == tuple(padding.shape):
-                part = part.masked_fill(padding.to(part.device), 0.0)
+                part = self._token_features(part, padding)
+                parts.append(part)
+                names.extend(f"{label}/{name}" for name in self._token_names(int(padding.shape[1])))
+                continue
             flat = part.reshape(part.shape[0], -1)
             parts.append(flat)
             names.extend(f"{label}/f{i}" for i in range(flat.shape[1]))

@@ -73,6 +73,8 @@ __all__ = [
     "map_ssim",
     "feature_importance",
     "importance_names",
+    "token_vocabulary",
+    "token_bag",
     "drift_scores",
     "check_metrics",
 ]
@@ -570,10 +572,24 @@ def _fitted_grid(grid: GridLike, h: int, w: int) -> Tuple[int, int]:
     return min(gh, h), min(gw, w)
 
 
+def _time_bins(grid: GridLike, t: int) -> int:
+    """Time bins of a sequence: the grid's ``rows x columns`` cells laid along time (at most one per step)."""
+    gh, gw = check_grid(grid)
+    return min(gh * gw, t)
+
+
+def _bin_edges(t: int, bins: int) -> List[Tuple[int, int]]:
+    """``[start, end)`` of each bin as ``torch.nn.functional.adaptive_avg_pool1d`` draws them."""
+    return [((i * t) // bins, -(-((i + 1) * t) // bins)) for i in range(bins)]
+
+
 def feature_importance(attributions: Tensor, grid: GridLike = (4, 4)) -> Tensor:
     """Global importance: mean ``|attribution|`` over the probe, one value per feature (1-D, float64, CPU).
 
-    - tabular ``(N, F)``: one value per feature (``F``);
+    - tabular ``(N, F)`` (and token maps ``(N, T)``, one value per position): one value per feature;
+    - sequences ``(N, C, T)``: one value per channel and time bin (``C * bins``, channel-major): the
+      mean ``|attribution|`` of the steps in the bin; the grid's ``rows x columns`` cells are laid
+      along time (the default ``(4, 4)``: 16 bins; ``(1, 32)``: 32), at most one bin per step;
     - images ``(N, C, H, W)``: one value per channel and cell of a ``grid`` of rows x columns over the
       image (``C * rows * cols``, channel-major, then row-major): the mean ``|attribution|`` of the
       pixels in the cell (cells as ``torch.nn.functional.adaptive_avg_pool2d`` draws them; a grid
@@ -588,6 +604,8 @@ def feature_importance(attributions: Tensor, grid: GridLike = (4, 4)) -> Tensor:
         [2.0, 1.0]
         >>> feature_importance(torch.ones(5, 3, 32, 32), grid=(2, 4)).shape
         torch.Size([24])
+        >>> feature_importance(torch.tensor([[[1., 1., 4., -4.]]]), grid=(1, 2)).tolist()
+        [1.0, 4.0]
     """
     a = torch.as_tensor(attributions).detach()
     if a.dim() < 2 or a.shape[0] == 0:
@@ -597,6 +615,9 @@ def feature_importance(attributions: Tensor, grid: GridLike = (4, 4)) -> Tensor:
         c, h, w = mean_abs.shape
         cells = torch.nn.functional.adaptive_avg_pool2d(mean_abs[None], _fitted_grid(grid, h, w))[0]
         return cells.reshape(-1)
+    if a.dim() == 3:
+        c, t = mean_abs.shape
+        return torch.nn.functional.adaptive_avg_pool1d(mean_abs[None], _time_bins(grid, t))[0].reshape(-1)
     return mean_abs.reshape(-1)
 
 
@@ -605,19 +626,26 @@ def importance_names(
 ) -> List[str]:
     """Names of the entries of :func:`feature_importance` for samples of ``sample_shape``.
 
-    Tabular: ``feature_names`` (default ``f0, f1, ...``); images: ``ch<c>[<row>,<col>]`` per cell.
+    Tabular: ``feature_names`` (default ``f0, f1, ...``); images: ``ch<c>[<row>,<col>]`` per cell;
+    sequences ``(C, T)``: ``ch<c>[t<start>:<end>]`` per channel and time bin (steps ``start..end-1``).
 
     Example:
         >>> importance_names((2,), feature_names=["age", "dose"])
         ['age', 'dose']
         >>> importance_names((1, 8, 8), grid=2)
         ['ch0[0,0]', 'ch0[0,1]', 'ch0[1,0]', 'ch0[1,1]']
+        >>> importance_names((2, 10), grid=(1, 2))
+        ['ch0[t0:5]', 'ch0[t5:10]', 'ch1[t0:5]', 'ch1[t5:10]']
     """
     shape = tuple(int(s) for s in sample_shape)
     if len(shape) == 3:
         c, h, w = shape
         gh, gw = _fitted_grid(grid, h, w)
         return [f"ch{k}[{i},{j}]" for k in range(c) for i in range(gh) for j in range(gw)]
+    if len(shape) == 2:
+        c, t = shape
+        edges = _bin_edges(t, _time_bins(grid, t))
+        return [f"ch{k}[t{a}:{b}]" for k in range(c) for a, b in edges]
     n = math.prod(shape)
     if feature_names is not None:
         names = [str(f) for f in feature_names]
@@ -625,6 +653,46 @@ def importance_names(
             raise ValueError(f"{len(names)} feature names for {n} features")
         return names
     return [f"f{i}" for i in range(n)]
+
+
+def token_vocabulary(ids: Tensor, valid: Optional[Tensor] = None) -> Tensor:
+    """The distinct token ids of a probe (padding left out where ``valid`` is False), sorted: the
+    features of :func:`token_bag`.
+
+    Example:
+        >>> import torch
+        >>> token_vocabulary(torch.tensor([[5, 2, 0], [2, 7, 0]]), torch.tensor([[1, 1, 0], [1, 1, 0]]).bool())
+        tensor([2, 5, 7])
+    """
+    ids = torch.as_tensor(ids)
+    present = ids if valid is None else ids[torch.as_tensor(valid, dtype=torch.bool, device=ids.device)]
+    return torch.unique(present.reshape(-1).cpu())
+
+
+def token_bag(attributions: Tensor, ids: Tensor, vocabulary: Tensor, valid: Optional[Tensor] = None) -> Tensor:
+    """Per-token maps ``(N, T)`` as ``(N, V)``: each sample's attribution summed over the positions that
+    hold each token of ``vocabulary`` (padding left out where ``valid`` is False; a token a sample does
+    not hold gets 0). Its :func:`feature_importance` is each token's importance over the probe.
+
+    Example:
+        >>> import torch
+        >>> ids = torch.tensor([[5, 2, 5], [2, 7, 0]])
+        >>> token_bag(torch.tensor([[1., 2., 3.], [4., 5., 6.]]), ids, torch.tensor([2, 5, 7]), ids != 0)
+        tensor([[2., 4., 0.],
+                [4., 0., 5.]])
+    """
+    a = torch.as_tensor(attributions)
+    ids = torch.as_tensor(ids).to(a.device)
+    if a.shape != ids.shape or a.dim() != 2:
+        raise ValueError(f"token_bag needs maps and ids of the same shape (N, T), got {tuple(a.shape)} and {tuple(ids.shape)}")
+    vocab = torch.as_tensor(vocabulary).to(a.device)
+    slot = torch.searchsorted(vocab, ids).clamp(max=max(vocab.numel() - 1, 0))
+    known = vocab.numel() > 0
+    keep = (vocab[slot] == ids) if known else torch.zeros_like(ids, dtype=torch.bool)
+    if valid is not None:
+        keep = keep & torch.as_tensor(valid, dtype=torch.bool, device=a.device)
+    bag = torch.zeros(a.shape[0], vocab.numel(), dtype=a.dtype, device=a.device)
+    return bag.scatter_add_(1, slot, torch.where(keep, a, torch.zeros_like(a)))
 
 
 # ----------------------------------------------------------------------------------------------
