@@ -7,6 +7,9 @@ import os
 import warnings
 
 import pytest
+import torch
+
+from tests.fixtures import read_events
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,6 +32,30 @@ def test_text_shortcut_token_is_stopped_and_clean_run_passes(tmp_path):
     assert not clean["stopped"] and clean["epochs_run"] == 3
     assert all(e["checks"][0]["value"] < 0.2 for e in clean["report"])
     assert clean["val_acc"] > shortcut["val_acc"] + 0.15
+
+    # in every probe sentence that holds zzz, zzz has the largest |attribution| of the shortcut model's
+    # tokens, and of none of the clean model's
+    ids = shortcut["probe"].inputs
+    holds = (ids == text.SHORTCUT).any(1)
+    assert int(holds.sum()) >= 8
+    def top_token(attributions: torch.Tensor) -> torch.Tensor:
+        return ids.gather(1, attributions.abs().masked_fill(ids == 0, -1.0).argmax(1, keepdim=True))[:, 0]
+
+    assert bool((top_token(shortcut["attributions"])[holds] == text.SHORTCUT).all())
+    assert not bool((top_token(clean["attributions"])[holds] == text.SHORTCUT).any())
+
+    # the maps are Captum's integrated gradients at the embedding (same model, ids, targets and steps)
+    from captum.attr import LayerIntegratedGradients
+
+    model = shortcut["model"].eval()
+    targets = model(ids).argmax(1)
+    reference = LayerIntegratedGradients(model, model.tok_emb).attribute(
+        ids, baselines=torch.zeros_like(ids), target=targets, n_steps=16
+    ).sum(-1)
+    torch.testing.assert_close(shortcut["attributions"], reference, rtol=1e-4, atol=1e-5)
+
+    # the TensorBoard pictures were logged for the probe sentences
+    assert read_events(shortcut["log_dir"]).Images("xai/attr/integrated_gradients")
 
 
 def test_sequence_example_explains_the_bumps(tmp_path):
