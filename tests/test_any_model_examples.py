@@ -65,4 +65,9 @@ def test_sequence_example_explains_the_bumps(tmp_path):
         result = sequence.main(["--epochs", "2", "--logdir", str(tmp_path / "logs")])
     assert result["val_acc"] > 0.9
     assert all(v > 0.4 for v in result["bump_mass"])  # the bumps are 14% of the steps
-    assert any(name.startswith("events") for _, _, files in os.walk(tmp_path / "logs") for name in files)
+    # drift over the saliency of each channel and time step, epoch 1 against epoch 0
+    assert [tuple(v.shape) for v in result["importance"]] == [(2 * 64,), (2 * 64,)]
+    assert result["drift"]["xai/drift/saliency/spearman/prev"] > 0.8  # the maps settle once the bumps are found
+    assert 0.0 <= result["drift"]["xai/drift/saliency/js_divergence/prev"] < 0.05
+    events = read_events(result["log_dir"])
+    assert events.Images("xai/drift/saliency/trajectory") and events.Images("xai/attr/grad_cam")
