@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import importlib.util
 import os
 import warnings
@@ -37,7 +38,8 @@ def test_text_shortcut_token_is_stopped_and_clean_run_passes(tmp_path):
     # tokens, and of none of the clean model's
     ids = shortcut["probe"].inputs
     holds = (ids == text.SHORTCUT).any(1)
-    assert int(holds.sum()) >= 8
+    assert int(holds.sum()) >= 8 and torch.equal(clean["probe"].inputs, ids)
+
     def top_token(attributions: torch.Tensor) -> torch.Tensor:
         return ids.gather(1, attributions.abs().masked_fill(ids == 0, -1.0).argmax(1, keepdim=True))[:, 0]
 
@@ -56,6 +58,12 @@ def test_text_shortcut_token_is_stopped_and_clean_run_passes(tmp_path):
 
     # the TensorBoard pictures were logged for the probe sentences
     assert read_events(shortcut["log_dir"]).Images("xai/attr/integrated_gradients")
+
+
+def test_text_model_ignores_padding():
+    """The GRU classifier's docstring example: packed padding changes nothing."""
+    result = doctest.testmod(_load("text"), optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 3 and result.failed == 0
 
 
 def test_sequence_example_explains_the_bumps(tmp_path):
