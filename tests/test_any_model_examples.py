@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import importlib.util
 import os
+import sys
 import warnings
 
 import pytest
@@ -79,3 +80,35 @@ def test_sequence_example_explains_the_bumps(tmp_path):
     assert 0.0 <= result["drift"]["xai/drift/saliency/js_divergence/prev"] < 0.05
     events = read_events(result["log_dir"])
     assert events.Images("xai/drift/saliency/trajectory") and events.Images("xai/attr/grad_cam")
+
+
+def test_screenshot_checks_tell_a_drawn_page_from_a_loading_one():
+    """scripts/modality_screenshots.py keeps a page only once its pane and maps are drawn; the committed
+    pictures pass its check, the same page with the maps greyed out (as while loading) does not."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    path = os.path.join(ROOT, "scripts", "modality_screenshots.py")
+    spec = importlib.util.spec_from_file_location("modality_screenshots", path)
+    shots = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    saved = list(sys.path)
+    try:
+        spec.loader.exec_module(shots)  # type: ignore[union-attr]
+    finally:
+        sys.path[:] = saved  # the script puts the repository's folders first
+    for name, page in shots.PAGES.items():
+        with open(os.path.join(ROOT, "docs", "images", name), "rb") as f:
+            png = f.read()
+        top, bottom = shots.first_pane(png)
+        assert 0 < top < bottom < Image.open(io.BytesIO(png)).size[1] - 1
+        assert shots.drawn(png, page.min_colour), name
+        rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).copy()
+        rgb[top:bottom] = rgb[top:bottom].mean(axis=-1, keepdims=True).astype(np.uint8)  # no colour in the pane
+        grey = io.BytesIO()
+        Image.fromarray(rgb).save(grey, format="PNG")
+        assert not shots.drawn(grey.getvalue(), page.min_colour), name
+        cut = io.BytesIO()
+        Image.fromarray(rgb[: (top + bottom) // 2]).save(cut, format="PNG")  # the pane runs past the window
+        assert shots.first_pane(cut.getvalue()) is None, name
