@@ -174,8 +174,14 @@ def crop(png: bytes, bottom: int) -> bytes:
 
 
 # ------------------------------------------------------------------ taking them
-def screenshot(url: str, window: Tuple[int, int], tmp: str, ok: Callable[[bytes], bool], what: str) -> bytes:
-    """A screenshot of ``url`` for which ``ok(png)`` holds, waiting longer at each attempt."""
+def screenshot(
+    url: str, window: Tuple[int, int], tmp: str, ok: Callable[[bytes], bool], what: str, scale: float = 1.0
+) -> bytes:
+    """A screenshot of ``url`` for which ``ok(png)`` holds, waiting longer at each attempt.
+
+    ``scale`` is the device pixel ratio: ``window`` is in CSS pixels, the picture ``scale`` times larger
+    (TensorBoard scales images down to its cards' width; 1.5 shows a 480-pixel picture about as logged).
+    """
     shot = os.path.join(tmp, "shot.png")
     last_error = ""
     for budget in BUDGETS_MS:
@@ -183,7 +189,7 @@ def screenshot(url: str, window: Tuple[int, int], tmp: str, ok: Callable[[bytes]
             os.remove(shot)
         done = chromium(
             url, os.path.join(tmp, "profile"), f"--screenshot={shot}", f"--virtual-time-budget={budget}",
-            window=f"{window[0]},{window[1]}", timeout=120 + budget / 1000,
+            f"--force-device-scale-factor={scale:g}", window=f"{window[0]},{window[1]}", timeout=120 + budget / 1000,
         )
         if done.returncode != 0 or not os.path.exists(shot):
             last_error = done.stderr.decode(errors="replace")[-1500:]
