@@ -7,8 +7,8 @@ them; the share is printed per epoch (seed 0: about 0.68 from the first epoch on
 cover 14% of the steps; 3 epochs take about 10 s on 2 CPU cores). The TensorBoard
 images show each probe signal's channels as lines above a heat strip of its attribution (saliency and
 Grad-CAM at the last convolution). A ``FeatureDriftMonitor`` follows the same saliency maps: the
-importance of each channel and time step (128 features, ``f<c * 64 + t>``: ``f0``-``f63`` are channel
-0, ``f64``-``f127`` channel 1), compared with the previous epoch and the first one (rank correlations,
+importance of each channel per time bin (32 features: 16 bins of 4 steps per channel, named
+``ch<c>[t<start>:<end>]``, e.g. ``ch1[t8:12]``), compared with the previous epoch and the first one (rank correlations,
 top-k overlap, NDCG, JS divergence, and the per-signal maps' Spearman and SSIM) in the custom-scalars
 dashboard's *Drift* section, and each feature's share of the importance by epoch in the images
 ``xai/drift/saliency/trajectory``. The bumps lie anywhere, so no time step matters much more than
