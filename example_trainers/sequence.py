@@ -126,8 +126,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     print(f"\nval/acc = {float(trainer.callback_metrics['val/acc']):.3f}")
     prev, ref = (drift.last_scores.get(f"xai/drift/saliency/spearman/{k}") for k in ("prev", "ref"))
     if prev is not None and ref is not None:
-        print(f"saliency importance (128 channel x step features), Spearman with the previous epoch = {prev:.3f}, "
-              f"with the first = {ref:.3f}")
+        features = len(drift.trajectory()[2])
+        print(f"saliency importance ({features} channel x time-bin features), Spearman with the previous epoch = "
+              f"{prev:.3f}, with the first = {ref:.3f}")
     print(f"TensorBoard: {tensorboard_command(args.logdir)}")
     return {
         "val_acc": float(trainer.callback_metrics["val/acc"]), "bump_mass": bumps.history,
