@@ -18,19 +18,110 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+import warnings
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from . import functional as F
 
-__all__ = ["REFERENCE_FORMAT", "load_reference", "write_reference", "reference_entry", "tag_names"]
+__all__ = [
+    "REFERENCE_FORMAT",
+    "ReferenceSpec",
+    "parse_reference",
+    "load_reference",
+    "reference_from_file",
+    "write_reference",
+    "reference_entry",
+    "tag_names",
+]
 
 #: The ``"format"`` entry of a reference file written by :meth:`FeatureDriftMonitor.save_reference`.
 REFERENCE_FORMAT = "lightning_xai.drift_reference"
 _REFERENCE_VERSION = 1
 
+
+
+class ReferenceSpec(NamedTuple):
+    """A parsed ``reference=``: its description, a fixed reference to read once the probe is known
+    (``("tensor"|"file", value)``), and the run epoch of ``"epoch:N"``."""
+
+    description: str
+    pending: Optional[Tuple[str, Any]] = None
+    epoch: Optional[int] = None
+
+
+def parse_reference(reference: Any, warmup_epochs: int = 0, every_n_epochs: int = 1) -> ReferenceSpec:
+    """Check a ``FeatureDriftMonitor(reference=...)``: ``"first"``, ``"epoch:N"`` (a monitored epoch after
+    the warmup), a tensor, or the path of a reference file (read now, so a wrong file fails here).
+
+    Example:
+        >>> parse_reference("epoch:3", warmup_epochs=1)
+        ReferenceSpec(description='epoch:3', pending=None, epoch=3)
+        >>> parse_reference("epoch:0", warmup_epochs=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: reference='epoch:0' falls in the warmup (warmup_epochs=1): pick an epoch >= 1
+    """
+    if isinstance(reference, Tensor):
+        return ReferenceSpec("tensor", ("tensor", reference.detach().clone()))
+    if isinstance(reference, os.PathLike):
+        reference = os.fspath(reference)
+    if not isinstance(reference, str):
+        raise TypeError(
+            "reference must be 'first', 'epoch:N', a tensor or the path of a file written by "
+            f"FeatureDriftMonitor.save_reference; got {type(reference).__name__}"
+        )
+    if reference == "first":
+        return ReferenceSpec("first")
+    match = re.fullmatch(r"epoch:(\d+)", reference.strip())
+    if match:
+        n = int(match.group(1))
+        if n < warmup_epochs:
+            raise ValueError(
+                f"reference={reference!r} falls in the warmup (warmup_epochs={warmup_epochs}): "
+                f"pick an epoch >= {warmup_epochs}"
+            )
+        if (n + 1) % every_n_epochs:
+            raise ValueError(
+                f"reference={reference!r} is not a monitored epoch with every_n_epochs={every_n_epochs} "
+                f"(it runs at epochs {every_n_epochs - 1}, {2 * every_n_epochs - 1}, ...)"
+            )
+        return ReferenceSpec(f"epoch:{n}", epoch=n)
+    if reference.startswith("epoch") or not os.path.isfile(reference):
+        raise ValueError(
+            f"reference must be 'first', 'epoch:N' (N an epoch number), a tensor, or the path of a file "
+            f"written by FeatureDriftMonitor.save_reference; got {reference!r} (no such file)"
+        )
+    load_reference(reference)  # a file that is not a reference fails now, not at setup
+    return ReferenceSpec(f"file:{reference}", ("file", reference))
+
+
+def reference_from_file(path: str, method: str, size: int, grid: Tuple[int, int], probe_fingerprint: str) -> Dict[str, Any]:
+    """The reference in the file at ``path`` for a monitor of ``method`` whose importance has ``size``
+    values: ``{"epoch", "importance", "maps"}`` (the maps only when written with the same probe)."""
+    data = load_reference(path)
+    if data.get("method") != method:
+        raise ValueError(
+            f"the reference file {path!r} holds {data.get('method')!r} importances but this monitor "
+            f"uses {method!r}: pass method={data.get('method')!r} or save a reference with {method!r}"
+        )
+    importance = torch.as_tensor(data["importance"]).double()
+    if importance.numel() != size:
+        raise ValueError(
+            f"the reference file {path!r} has {importance.numel()} importance values (grid {data.get('grid')}), "
+            f"this probe needs {size} (grid {list(grid)}): use the same probe shape and grid"
+        )
+    maps = data.get("maps")
+    if maps is not None and data.get("probe_fingerprint") != probe_fingerprint:
+        warnings.warn(
+            f"FeatureDriftMonitor: the reference file {path!r} was written with another probe; its global "
+            "importance is used, its per-sample maps are not (map_* metrics have no 'ref' values)",
+            stacklevel=4,
+        )
+        maps = None
+    return {"epoch": data.get("epoch"), "importance": importance, "maps": maps}
 
 
 def load_reference(path: "Union[str, os.PathLike[str]]") -> Dict[str, Any]:

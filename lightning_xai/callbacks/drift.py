@@ -15,7 +15,9 @@ from ..functional.drift import GridLike
 from ..functional.methods import MethodLike
 from ..functional.perturbation import DEFAULT_GRID as _DEFAULT_GRID
 from ..probe import ProbeSet, ProbeSpec
-from ..drift_reference import REFERENCE_FORMAT, load_reference, reference_entry, tag_names, write_reference
+from ..drift_reference import (
+    REFERENCE_FORMAT, load_reference, parse_reference, reference_entry, reference_from_file, tag_names, write_reference,
+)
 from ._base import TargetSpec, XAICallback
 
 __all__ = ["FeatureDriftMonitor", "load_reference", "REFERENCE_FORMAT"]
@@ -239,41 +241,9 @@ class FeatureDriftMonitor(XAICallback):
 
         Returns its description.
         """
-        if isinstance(reference, Tensor):
-            self._pending_reference = ("tensor", reference.detach().clone())
-            return "tensor"
-        if isinstance(reference, os.PathLike):
-            reference = os.fspath(reference)
-        if not isinstance(reference, str):
-            raise TypeError(
-                "reference must be 'first', 'epoch:N', a tensor or the path of a file written by "
-                f"FeatureDriftMonitor.save_reference; got {type(reference).__name__}"
-            )
-        if reference == "first":
-            return "first"
-        match = re.fullmatch(r"epoch:(\d+)", reference.strip())
-        if match:
-            n = int(match.group(1))
-            if n < self.warmup_epochs:
-                raise ValueError(
-                    f"reference={reference!r} falls in the warmup (warmup_epochs={self.warmup_epochs}): "
-                    f"pick an epoch >= {self.warmup_epochs}"
-                )
-            if (n + 1) % self.every_n_epochs:
-                raise ValueError(
-                    f"reference={reference!r} is not a monitored epoch with every_n_epochs={self.every_n_epochs} "
-                    f"(it runs at epochs {self.every_n_epochs - 1}, {2 * self.every_n_epochs - 1}, ...)"
-                )
-            self._reference_epoch = n
-            return f"epoch:{n}"
-        if reference.startswith("epoch") or not os.path.isfile(reference):
-            raise ValueError(
-                f"reference must be 'first', 'epoch:N' (N an epoch number), a tensor, or the path of a file "
-                f"written by FeatureDriftMonitor.save_reference; got {reference!r} (no such file)"
-            )
-        load_reference(reference)  # a file that is not a reference fails now, not at setup
-        self._pending_reference = ("file", reference)
-        return f"file:{reference}"
+        spec = parse_reference(reference, self.warmup_epochs, self.every_n_epochs)
+        self._pending_reference, self._reference_epoch = spec.pending, spec.epoch
+        return spec.description
 
     def _reference_is_from_run(self) -> bool:
         """True for 'first' and 'epoch:N' (set while training); False for a tensor or a file."""
@@ -288,27 +258,7 @@ class FeatureDriftMonitor(XAICallback):
 
     def _reference_from_file(self, path: str) -> Dict[str, Any]:
         assert self.probe is not None
-        data = load_reference(path)
-        if data.get("method") != self.method:
-            raise ValueError(
-                f"the reference file {path!r} holds {data.get('method')!r} importances but this monitor "
-                f"uses {self.method!r}: pass method={data.get('method')!r} or save a reference with {self.method!r}"
-            )
-        importance = torch.as_tensor(data["importance"]).double()
-        if importance.numel() != self._expected_size():
-            raise ValueError(
-                f"the reference file {path!r} has {importance.numel()} importance values (grid {data.get('grid')}), "
-                f"this probe needs {self._expected_size()} (grid {list(self.grid)}): use the same probe shape and grid"
-            )
-        maps = data.get("maps")
-        if maps is not None and data.get("probe_fingerprint") != self.probe.fingerprint():
-            warnings.warn(
-                f"FeatureDriftMonitor: the reference file {path!r} was written with another probe; its global "
-                "importance is used, its per-sample maps are not (map_* metrics have no 'ref' values)",
-                stacklevel=3,
-            )
-            maps = None
-        return {"epoch": data.get("epoch"), "importance": importance, "maps": maps}
+        return reference_from_file(path, self.method, self._expected_size(), self.grid, self.probe.fingerprint())
 
     def _state_key_fields(self) -> Dict[str, Any]:
         fields = {
