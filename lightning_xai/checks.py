@@ -422,6 +422,20 @@ class _MethodCheck(Check):
         self.method = method
         super().__init__(name if name is not None else f"{self.default_name}/{_method_label(method)}")
 
+    def _need_input_resolution(self, what: str) -> None:
+        """Refuse (at construction) a method whose maps have a layer's resolution: ``what`` is laid over
+        the inputs, so the maps must have the inputs' shape."""
+        call = _parse_method(self.method)
+        if call.method.is_layer_resolution(call.options):
+            fix = (
+                "drop upsample=False" if "upsample" in call.options
+                else "use a method whose maps have the inputs' shape (grad_cam upsamples its map to the inputs)"
+            )
+            raise ValueError(
+                f"{self.name} lays {what} over each map, so it needs maps shaped like the inputs, but "
+                f"{call.name} with these options gives maps at a layer's resolution: {fix}"
+            )
+
 
 # ----------------------------------------------------------------------------------------------
 # randomisation
@@ -634,6 +648,7 @@ class RelevanceMass(_MethodCheck):
 
     def __init__(self, method: MethodSpec = "saliency", min_mass: float = 0.5, name: Optional[str] = None) -> None:
         super().__init__(method, name)
+        self._need_input_resolution("the probe's masks")
         self.min_mass = _number(min_mass, "min_mass", 0.0, 1.0)
 
     def setup(self, setup: CheckSetup) -> None:
@@ -658,6 +673,7 @@ class PointingGame(_MethodCheck):
 
     def __init__(self, method: MethodSpec = "saliency", min_hit_rate: float = 0.5, name: Optional[str] = None) -> None:
         super().__init__(method, name)
+        self._need_input_resolution("the probe's masks")
         self.min_hit_rate = _number(min_hit_rate, "min_hit_rate", 0.0, 1.0)
 
     def setup(self, setup: CheckSetup) -> None:
@@ -709,6 +725,7 @@ class SpuriousRegion(_MethodCheck):
         if not bool(((r >= 0) & (r <= 1)).all()) or not bool((r > 0).any()):
             raise ValueError("region must hold 0/1 (or weights in [0, 1]) with at least one non-zero entry")
         super().__init__(method, name)
+        self._need_input_resolution("the region")
         self.region = r.detach().clone()
         self.max_mass = _number(max_mass, "max_mass", 0.0, 1.0)
 
@@ -776,6 +793,7 @@ class TokenMass(_MethodCheck):
         if not ids or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
             raise TypeError(f"tokens must be a token id or a list of them, got {tokens!r}")
         super().__init__(method, name)
+        self._need_input_resolution("the positions of the tokens")
         self.tokens = ids
         self.max_mass = _number(max_mass, "max_mass", 0.0, 1.0)
         self.pad_id = int(pad_id)

@@ -396,3 +396,28 @@ def test_checks_and_functional_import_without_lightning() -> None:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: checks.RelevanceMass(m),
+        lambda m: checks.PointingGame(m),
+        lambda m: checks.SpuriousRegion(torch.ones(4, 4), m),
+        lambda m: checks.TokenMass([3], m),
+    ],
+    ids=["relevance_mass", "pointing_game", "spurious_region", "token_mass"],
+)
+def test_checks_that_lay_masks_over_maps_refuse_layer_resolution_maps(make):
+    with pytest.raises(ValueError, match="needs maps shaped like the inputs.*layer's resolution: drop upsample=False"):
+        make({"grad_cam": {"upsample": False}})
+    F.register_method("at_a_layer", lambda model, inputs, target=None: inputs, resolution="layer")
+    try:
+        with pytest.raises(ValueError, match="layer's resolution: use a method whose maps have the inputs' shape"):
+            make("at_a_layer")
+    finally:
+        F.unregister_method("at_a_layer")
+    captum = pytest.importorskip("captum.attr")
+    with pytest.raises(ValueError, match="layer's resolution: drop upsample=False"):
+        make({captum.LayerGradCam: {"layer": "conv", "upsample": False}})
+    assert make({"grad_cam": {}}).name and make({captum.LayerGradCam: {"layer": "conv"}}).name  # upsampled: accepted
