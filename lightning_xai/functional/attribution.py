@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from ._guard import explaining, named_modules
 from .outputs import OutputSpec, select_model_output, with_output
-from .structured import sample_rows
+from .structured import any_inputs, sample_rows
 
 __all__ = [
     "ONE_PASS_METHODS",
@@ -125,8 +125,9 @@ def _check_inputs(inputs: Tensor) -> None:
         )
     if not inputs.is_floating_point():
         raise TypeError(
-            f"attributions need floating-point inputs, got dtype {inputs.dtype}; "
-            "convert with inputs.float()"
+            f"attributions need floating-point inputs, got dtype {inputs.dtype}. Token ids are attributed at the "
+            "nn.Embedding that reads them, and this model has none: name it with embedding=<dotted name> "
+            "(F.attribute and the callbacks take it); other integer inputs: convert with inputs.float()"
         )
 
 
@@ -546,6 +547,7 @@ def _cat(parts: List[Tensor]) -> Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
+@any_inputs("saliency")
 def saliency(
     model: nn.Module, inputs: Tensor, target: TargetLike = None, *, chunk_size: Optional[int] = None,
     output: OutputSpec = None,
@@ -562,6 +564,7 @@ def saliency(
     return attribute_many(model, inputs, target, ["saliency"], chunk_size=chunk_size, output=output)["saliency"]
 
 
+@any_inputs("input_x_gradient")
 def input_x_gradient(
     model: nn.Module, inputs: Tensor, target: TargetLike = None, *, chunk_size: Optional[int] = None,
     output: OutputSpec = None,
@@ -580,6 +583,7 @@ def input_x_gradient(
     ]
 
 
+@any_inputs("grad_cam")
 def grad_cam(
     model: nn.Module,
     inputs: Tensor,
@@ -741,6 +745,7 @@ def integrated_gradients(
 ) -> Union[Tensor, Tuple[Tensor, Tensor]]: ...
 
 
+@any_inputs("integrated_gradients")
 def integrated_gradients(
     model: nn.Module,
     inputs: Tensor,
@@ -873,6 +878,7 @@ class _NoiseStream:
         self.skip(self.left + (0 if self.buffer is None else self.buffer.numel()))
 
 
+@any_inputs("smoothgrad")
 def smoothgrad(
     model: nn.Module,
     inputs: Tensor,
@@ -985,6 +991,7 @@ def _window(window: Union[None, int, Sequence[int]], shape: Sequence[int], name:
     return w
 
 
+@any_inputs("occlusion")
 def occlusion(
     model: nn.Module,
     inputs: Tensor,

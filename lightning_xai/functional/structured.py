@@ -22,11 +22,12 @@ input), a dict with an entry per attributed input.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union, cast
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +46,7 @@ __all__ = [
     "attribute_structured",
     "structure_like",
     "sample_rows",
+    "any_inputs",
 ]
 
 #: a tensor, a tuple of tensors (``model(*inputs)``) or a dict of tensors (``model(**inputs)``)
@@ -114,6 +116,39 @@ def inputs_to(x: Any, dtype: torch.dtype) -> Any:
 
 def inputs_device(x: Any) -> torch.device:
     return next(t for _, t in input_entries(x) if t is not None).device
+
+
+_Fn = TypeVar("_Fn", bound=Callable[..., Any])
+
+
+def any_inputs(name: str) -> Callable[[_Fn], _Fn]:
+    """Let the built-in method ``name``, written for one floating-point tensor, take what
+    :func:`~lightning_xai.functional.attribute` takes: several inputs (a tuple or dict of tensors) and
+    token ids read by an ``nn.Embedding`` go through the method table, which attributes them in their
+    structure (``embedding=`` and ``pad_id=`` choose the embedding and the baseline token)."""
+
+    def wrap(fn: _Fn) -> _Fn:
+        @functools.wraps(fn)
+        def method(model: nn.Module, inputs: Any, target: Any = None, *args: Any, **kwargs: Any) -> Any:
+            plain = isinstance(inputs, Tensor) and (inputs.is_floating_point() or inputs.dim() < 2)
+            if plain or not (is_structured(inputs) or isinstance(inputs, Tensor)):
+                return fn(model, inputs, target, *args, **kwargs)
+            from .tokens import has_token_inputs  # the method table sits above the methods
+
+            if not is_structured(inputs) and not has_token_inputs(model, inputs, kwargs.get("embedding")):
+                return fn(model, inputs, target, *args, **kwargs)  # integers and no embedding: fn says so
+            if kwargs.get("return_convergence_delta"):
+                raise ValueError(
+                    "return_convergence_delta is computed for one floating-point tensor of inputs; for several "
+                    "inputs or token ids, check completeness with checks.Completeness"
+                )
+            from .methods import get_method
+
+            return get_method(name)(model, inputs, target, *args, **kwargs)
+
+        return cast(_Fn, method)
+
+    return wrap
 
 
 #: the samples the model calls in progress evaluate: a slice or an index tensor into the method's inputs
