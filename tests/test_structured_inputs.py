@@ -14,7 +14,7 @@ from lightning_xai import functional as F
 from lightning_xai.callbacks import AttributionMonitor, FeatureDriftMonitor, SanityGate
 from lightning_xai.engine import AttributionEngine, Shard
 
-from .fixtures import trainer
+from .fixtures import read_events, trainer, xai_scalars
 
 captum = pytest.importorskip("captum.attr")
 
@@ -175,3 +175,109 @@ def test_attribution_monitor_summarises_each_input(tmp_path):
         SanityGate(probe, checks=[])
     with pytest.raises(ValueError, match="reference needs a probe of one input"):
         FeatureDriftMonitor(probe, method="saliency", reference=torch.zeros(40))
+
+
+# ----------------------------------------------------------------------------------------------
+# Grad-CAM on several inputs: the map at the layer, upsampled to the inputs that feed the layer
+# ----------------------------------------------------------------------------------------------
+def _captum_cam(model, image, meta, mask, y, layer):  # type: ignore[no-untyped-def]
+    return captum.LayerGradCam(model, layer).attribute((image, meta), target=y, additional_forward_args=(mask,),
+                                                        relu_attributions=True)
+
+
+def test_grad_cam_on_tuple_and_dict_inputs_equals_captum():
+    model, (image, meta, mask, y) = TwoInputs(), _data()
+    cam = _captum_cam(model, image, meta, mask, y, model.conv)
+    # bilinear, as the single-input Grad-CAM oracle (tests/testers.py oracle_grad_cam), broadcast over channels
+    up = captum.LayerAttribution.interpolate(cam, (6, 6), interpolate_mode="bilinear").expand_as(image)
+    maps = F.attribute(model, (image, meta, mask), y, "grad_cam", layer="conv")
+    assert isinstance(maps, tuple) and maps[1] is None and maps[2] is None  # the conv layer never sees meta
+    assert maps[0].shape == image.shape and float(maps[0].abs().max()) > 0
+    assert torch.allclose(maps[0], up, atol=1e-6)
+    named = F.attribute(model, {"image": image, "meta": meta, "mask": mask}, y, "grad_cam")  # default: last conv
+    assert list(named) == ["image"] and torch.allclose(named["image"], up, atol=1e-6)
+    raw = F.attribute(model, (image, meta, mask), y, "grad_cam", upsample=False)  # the layer's map, one tensor
+    assert isinstance(raw, torch.Tensor) and raw.shape == (5, 1, 6, 6) and torch.allclose(raw, cam, atol=1e-6)
+
+
+class MetaScaledConv(nn.Module):
+    """The metadata scales the image before a strided conv: the conv depends on both inputs; a second conv on
+    the metadata alone (as a 1-pixel image) is seen by the image-free branch only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = nn.Conv2d(1, 3, 3, stride=2, padding=1)
+        self.meta_conv = nn.Conv1d(1, 2, 1)
+        self.fc = nn.Linear(3 * 3 * 3 + 2 * 4, 3)
+
+    def forward(self, image, meta, mask):  # type: ignore[no-untyped-def]
+        h = self.conv(image * meta.mean(1).view(-1, 1, 1, 1))
+        m = self.meta_conv(meta.unsqueeze(1))
+        return self.fc(torch.cat([h.flatten(1), m.flatten(1)], 1)).masked_fill(mask == 0, -1.0)
+
+
+def test_grad_cam_follows_autograd_connectivity_and_names_the_input_it_cannot_upsample_to():
+    model, (image, meta, mask, y) = MetaScaledConv(), _data()
+    assert F.inputs_feeding(model, (image, meta, mask), model.conv) == [0, 1]
+    assert F.inputs_feeding(model, {"image": image, "meta": meta, "mask": mask}, model.meta_conv) == ["meta"]
+    # the strided conv's 3x3 map is upsampled to the image; the metadata feeds it too but has no pixels
+    with pytest.raises(ValueError, match=r"input 'input1' feeds the layer 'conv': cannot upsample a Grad-CAM map"
+                                         r".*pass upsample=False"):
+        F.attribute(model, (image, meta, mask), y, "grad_cam", layer="conv")
+    raw = F.attribute(model, (image, meta, mask), y, "grad_cam", layer="conv", upsample=False)
+    assert torch.allclose(raw, _captum_cam(model, image, meta, mask, y, model.conv), atol=1e-6)
+    # a Conv1d over the metadata as a 1 x 4 signal: linear upsampling to the (N, 4) vector is not possible either
+    with pytest.raises(ValueError, match="feeds the layer 'meta_conv'"):
+        F.attribute(model, (image, meta, mask), y, "grad_cam", layer="meta_conv")
+
+
+class MaskOnlyLayer(TwoInputs):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = nn.Conv1d(1, 1, 1)
+
+    def forward(self, image, meta, mask):  # type: ignore[no-untyped-def]
+        return super().forward(image, meta, mask) * torch.sigmoid(self.gate(mask.float().unsqueeze(1))).squeeze(1)
+
+
+def test_grad_cam_at_a_layer_no_attributed_input_feeds_says_so():
+    model, (image, meta, mask, y) = MaskOnlyLayer(), _data()
+    assert F.inputs_feeding(model, (image, meta, mask), model.gate) == []
+    with pytest.raises(ValueError, match=r"the layer 'gate' depends on none of the attributed .*input0.*pass upsample=False"):
+        F.attribute(model, (image, meta, mask), y, "grad_cam", layer="gate")
+
+
+def test_grad_cam_monitor_and_drift_on_several_inputs_with_a_real_trainer(tmp_path):
+    image, meta, mask, y = _data(8)
+    ds = TensorDataset(image, meta, mask, y)
+    probe = ProbeSet((image[:4], meta[:4], mask[:4]), targets=y[:4])
+    monitor = AttributionMonitor(probe, methods={"grad_cam": {"layer": "net.conv"}, "saliency": {}}, target="true")
+    drift = FeatureDriftMonitor(probe, method="grad_cam", target="true")
+    tr = trainer(tmp_path, [monitor, drift], max_epochs=2)
+    model = LitTwo()
+    tr.fit(model, DataLoader(ds, batch_size=4), DataLoader(ds, batch_size=4))
+    maps = monitor.last_attributions["grad_cam"]
+    up = captum.LayerAttribution.interpolate(
+        _captum_cam(model.net.eval(), *probe.inputs, probe.targets, model.net.conv), (6, 6), interpolate_mode="bilinear"
+    )
+    assert maps[1] is None and torch.allclose(maps[0], up.expand_as(maps[0]), atol=1e-6)
+    scalars = xai_scalars(read_events(tr.logger.log_dir))
+    assert [s for s, _ in scalars["xai/attr/grad_cam/input0/gini"]] == [s for s, _ in scalars["xai/attr/saliency/input0/gini"]]
+    assert len(scalars["xai/attr/grad_cam/input0/gini"]) == 2
+    assert not any(k.startswith("xai/attr/grad_cam/input1") for k in scalars)  # the conv never sees the metadata
+    assert "xai/attr/saliency/input1/gini" in scalars
+    # drift over the features of the inputs that have maps: the 36 pixels of the image
+    assert len(drift.history) == 2 and drift._names == [f"input0/f{i}" for i in range(36)]
+    assert any(k.startswith("xai/drift/grad_cam/") for k in scalars)
+
+
+def test_grad_cam_layer_that_cannot_be_upsampled_fails_at_setup(tmp_path):
+    image, meta, mask, y = _data(4)
+    ds = TensorDataset(image, meta, mask, y)
+    probe = ProbeSet((image, meta, mask), targets=y)
+    monitor = AttributionMonitor(probe, methods={"grad_cam": {"layer": "net.meta"}}, target="true")
+    tr = trainer(tmp_path, [monitor], max_epochs=1, logger=False)
+    with pytest.raises(ValueError, match=r"method 'grad_cam' .* fails on one probe sample .*input 'input1' feeds the "
+                                         r"layer 'net.meta'.*pass upsample=False"):
+        tr.fit(LitTwo(), DataLoader(ds, batch_size=4), DataLoader(ds, batch_size=4))

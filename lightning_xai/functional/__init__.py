@@ -30,12 +30,14 @@ from .attribution import (
 )
 from .outputs import OutputSelected, OutputSpec, check_output_spec, describe_output, output_key, select_model_output, with_output
 from .structured import (
+    attribute_at_layer,
     attribute_structured,
     call_model,
     input_entries,
     input_names,
     input_rows,
     inputs_device,
+    inputs_feeding,
     inputs_to,
     is_structured,
     map_tensors,
@@ -166,6 +168,8 @@ __all__ = [
     "select_model_output",
     "with_output",
     "attribute_structured",
+    "attribute_at_layer",
+    "inputs_feeding",
     "attribute_tokens",
     "find_embedding",
     "has_token_inputs",

@@ -47,7 +47,7 @@ from . import attribution as _attr
 from . import perturbation as _pert
 from ._guard import explaining, forked_rng
 from .outputs import with_output
-from .structured import attribute_structured, is_structured
+from .structured import attribute_at_layer, attribute_structured, is_structured
 from .tokens import attribute_tokens, has_token_inputs
 from .captum_bridge import captum_attribute, captum_available, captum_class, captum_spec
 
@@ -186,6 +186,13 @@ class AttributionMethod:
             return attribute_tokens(
                 self.__call__, model, inputs, target, method_name=self.name, takes_shard=_takes(self.fn, "shard"),
                 takes_baseline=self.accepts("baseline"), embedding=embedding, pad_id=pad_id, **options,
+            )
+        if is_structured(inputs) and self.name == "grad_cam" and self.fn is _attr.grad_cam:
+            # the map is made at the layer, then upsampled to the inputs that feed the layer
+            layer_name, layer = _attr.resolve_layer(model, options.get("layer"))
+            return attribute_at_layer(
+                self.__call__, model, inputs, target, module=layer, layer_name=layer_name,
+                resize=_attr._upsample, **options,
             )
         if is_structured(inputs):
             return attribute_structured(
