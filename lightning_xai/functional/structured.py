@@ -7,8 +7,10 @@ Every method works on structured inputs through :func:`attribute_structured`, wh
 flat ``(N, D)`` tensor (the attributed inputs, flattened and concatenated) and a model that splits it
 back, adds the riding rows and calls the model: methods (built-in, Captum's, a user's) run unchanged,
 and integrated gradients, SmoothGrad and the samplers perturb all attributed inputs together, as Captum
-does with tuple inputs. Occlusion occludes one input at a time with the others as they are (Captum's
-rule for tuple inputs), with its window applied to each input's own shape.
+does with tuple inputs: by default every value of every input is one feature (Captum's default), and a
+``feature_mask`` in the inputs' structure groups them (:func:`flat_feature_mask`; an image input's
+superpixel ``grid`` does not apply). Occlusion occludes one input at a time with the others as they
+are (Captum's rule for tuple inputs), with its window applied to each input's own shape.
 
 With riding tensors, the method runs one probe row at a time (each call's rows are the same sample, so
 its riding row is broadcast); SmoothGrad keeps its place in the whole probe's noise stream (``shard``),
@@ -49,6 +51,7 @@ __all__ = [
     "attribute_structured",
     "attribute_at_layer",
     "inputs_feeding",
+    "flat_feature_mask",
     "structure_like",
 ]
 
@@ -150,6 +153,51 @@ class _Flat(nn.Module):
         return call_model(self._orig_mod, full)
 
 
+def flat_feature_mask(mask: Any, inputs: Any) -> Tensor:
+    """Feature masks of several inputs (Captum's ``feature_mask`` for tuple inputs) as one ``(1, D)`` mask over
+    the flat row that the methods see: each attributed input's mask (one sample's shape, or one that
+    broadcasts to it) flattened, in the inputs' order. Ids are shared across inputs, so one id in two
+    inputs is one feature spanning both, as in Captum.
+
+    ``mask`` has the inputs' structure: a dict with a mask per attributed key, a tuple with one per input
+    (``None`` for riding ones) or one per attributed input, in order.
+
+    Example:
+        >>> import torch
+        >>> inputs = (torch.zeros(3, 1, 2, 2), torch.zeros(3, 2), torch.ones(3, 2, dtype=torch.long))
+        >>> flat_feature_mask((torch.tensor([[0, 0], [1, 1]]), torch.tensor([2, 0])), inputs)
+        tensor([[0, 0, 1, 1, 2, 0]])
+    """
+    from .perturbation import feature_mask
+
+    entries = input_entries(inputs)
+    attributed = [(k, t) for k, t in entries if t.is_floating_point()]
+    keys = [k for k, _ in attributed]
+    if isinstance(mask, Mapping) != isinstance(inputs, Mapping):
+        raise ValueError(
+            f"feature_mask= of several inputs takes the inputs' structure ({type(inputs).__name__} of masks); got a "
+            f"{type(mask).__name__}"
+        )
+    given = dict(input_entries(mask))
+    if isinstance(mask, (tuple, list)) and len(mask) == len(keys) != len(entries):
+        given = dict(zip(keys, mask))  # only the attributed inputs, in order (Captum's tuple)
+    names = dict(zip([k for k, _ in entries], input_names(inputs)))
+    missing = [names[k] for k in keys if given.get(k) is None]
+    unknown = [str(k) for k, v in given.items() if k not in keys and v is not None]
+    if missing or unknown:
+        raise ValueError(
+            f"feature_mask= of several inputs needs one mask per attributed input ({', '.join(names[k] for k in keys)}) "
+            f"and none for the others; missing: {', '.join(missing) or '-'}; not attributed: {', '.join(unknown) or '-'}"
+        )
+    parts = []
+    for key, t in attributed:
+        try:
+            parts.append(feature_mask(t[:1], mask=given[key]).reshape(1, -1))
+        except ValueError as err:
+            raise ValueError(f"feature_mask of input {names[key]!r}: {err}") from None
+    return torch.cat(parts, dim=1)
+
+
 def _row_target(target: Any, i: int, n: int) -> Any:
     if isinstance(target, Tensor) and target.numel() == n and n > 1:
         return target.reshape(-1)[i : i + 1]
@@ -202,6 +250,8 @@ def attribute_structured(
         )
     n = input_rows(inputs)
     first, total = (0, n) if shard is None else (int(shard[0]), int(shard[1]))
+    if is_structured(options.get("feature_mask")) and not per_input:
+        options = {**options, "feature_mask": flat_feature_mask(options["feature_mask"], inputs)}
     results: Dict[Any, Tensor] = {}
     groups = [[kt] for kt in attributed] if per_input else [attributed]
     for group in groups:
