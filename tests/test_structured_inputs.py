@@ -35,7 +35,8 @@ class TwoInputs(nn.Module):
         return h.masked_fill(mask == 0, -1.0)
 
 
-def _data(n: int = 5):
+def two_input_data(n: int = 5):
+    """``image (n, 1, 6, 6), meta (n, 4), mask (n, 3)`` (integer, rides along; row 1 masks class 2), targets."""
     g = torch.Generator().manual_seed(3)
     image, meta = torch.randn(n, 1, 6, 6, generator=g), torch.randn(n, 4, generator=g)
     mask = torch.ones(n, 3, dtype=torch.long)
@@ -53,7 +54,7 @@ CAPTUM = {
 
 @pytest.mark.parametrize("method", list(CAPTUM))
 def test_tuple_inputs_equal_captum_with_additional_forward_args(method):
-    model, (image, meta, mask, y) = TwoInputs(), _data()
+    model, (image, meta, mask, y) = TwoInputs(), two_input_data()
     make, ours, theirs = CAPTUM[method]
     maps = F.attribute(model, (image, meta, mask), y, method, **ours)
     ref = make(model).attribute((image, meta), target=y, additional_forward_args=(mask,), **theirs)
@@ -63,7 +64,7 @@ def test_tuple_inputs_equal_captum_with_additional_forward_args(method):
 
 
 def test_dict_inputs_and_the_captum_bridge():
-    model, (image, meta, mask, y) = TwoInputs(), _data()
+    model, (image, meta, mask, y) = TwoInputs(), two_input_data()
     kwargs = {"image": image, "meta": meta, "mask": mask}
     maps = F.attribute(model, kwargs, y, captum.IntegratedGradients, n_steps=12)
     assert sorted(maps) == ["image", "meta"]
@@ -72,7 +73,7 @@ def test_dict_inputs_and_the_captum_bridge():
 
 
 def test_smoothgrad_rows_one_at_a_time_equal_one_batched_draw():
-    model, (image, meta, mask, y) = TwoInputs(), _data()
+    model, (image, meta, mask, y) = TwoInputs(), two_input_data()
     ones = torch.ones_like(mask)
     riding = F.attribute(model, (image, meta, ones), y, "smoothgrad", n_samples=4)  # riding mask: row by row
     batched = F.attribute(lambda_free(model), (image, meta), y, "smoothgrad", n_samples=4)  # no riding tensor: one call
@@ -93,7 +94,7 @@ def lambda_free(model: nn.Module) -> nn.Module:
 
 
 def test_engine_shards_caches_and_chunks_structured_probes():
-    model, (image, meta, mask, y) = TwoInputs(), _data(6)
+    model, (image, meta, mask, y) = TwoInputs(), two_input_data(6)
     probe = ProbeSet((image, meta, mask), targets=y)
     assert probe.kind == "structured" and len(probe) == 6
     calls = F.resolve_methods(["saliency", "integrated_gradients", "smoothgrad"])
@@ -119,7 +120,7 @@ def test_engine_shards_caches_and_chunks_structured_probes():
 
 
 def test_from_dataset_with_several_inputs_takes_the_right_target():
-    image, meta, _, y = _data(12)
+    image, meta, _, y = two_input_data(12)
     ds = TensorDataset(image, meta, y)
     probe = ProbeSet.from_dataset(ds, n=6, input_key=(0, 1))
     assert isinstance(probe.inputs, tuple) and probe.inputs[1].shape == (6, 4)
@@ -155,7 +156,7 @@ class LitTwo(pl.LightningModule):
 
 
 def test_attribution_monitor_summarises_each_input(tmp_path):
-    image, meta, mask, y = _data(8)
+    image, meta, mask, y = two_input_data(8)
     ds = TensorDataset(image, meta, mask, y)
     probe = ProbeSet((image[:4], meta[:4], mask[:4]), targets=y[:4])
     monitor = AttributionMonitor(probe, methods=["saliency", "integrated_gradients"], target="true")
@@ -187,7 +188,7 @@ def _captum_cam(model, image, meta, mask, y, layer):  # type: ignore[no-untyped-
 
 
 def test_grad_cam_on_tuple_and_dict_inputs_equals_captum():
-    model, (image, meta, mask, y) = TwoInputs(), _data()
+    model, (image, meta, mask, y) = TwoInputs(), two_input_data()
     cam = _captum_cam(model, image, meta, mask, y, model.conv)
     # bilinear, as the single-input Grad-CAM oracle (tests/testers.py oracle_grad_cam), broadcast over channels
     up = captum.LayerAttribution.interpolate(cam, (6, 6), interpolate_mode="bilinear").expand_as(image)
@@ -219,7 +220,7 @@ class MetaScaledConv(nn.Module):
 
 
 def test_grad_cam_follows_autograd_connectivity_and_names_the_input_it_cannot_upsample_to():
-    model, (image, meta, mask, y) = MetaScaledConv(), _data()
+    model, (image, meta, mask, y) = MetaScaledConv(), two_input_data()
     assert F.inputs_feeding(model, (image, meta, mask), model.conv) == [0, 1]
     assert F.inputs_feeding(model, {"image": image, "meta": meta, "mask": mask}, model.meta_conv) == ["meta"]
     # the strided conv's 3x3 map is upsampled to the image; the metadata feeds it too but has no pixels
@@ -243,14 +244,14 @@ class MaskOnlyLayer(TwoInputs):
 
 
 def test_grad_cam_at_a_layer_no_attributed_input_feeds_says_so():
-    model, (image, meta, mask, y) = MaskOnlyLayer(), _data()
+    model, (image, meta, mask, y) = MaskOnlyLayer(), two_input_data()
     assert F.inputs_feeding(model, (image, meta, mask), model.gate) == []
     with pytest.raises(ValueError, match=r"the layer 'gate' depends on none of the attributed .*input0.*pass upsample=False"):
         F.attribute(model, (image, meta, mask), y, "grad_cam", layer="gate")
 
 
 def test_grad_cam_monitor_and_drift_on_several_inputs_with_a_real_trainer(tmp_path):
-    image, meta, mask, y = _data(8)
+    image, meta, mask, y = two_input_data(8)
     ds = TensorDataset(image, meta, mask, y)
     probe = ProbeSet((image[:4], meta[:4], mask[:4]), targets=y[:4])
     monitor = AttributionMonitor(probe, methods={"grad_cam": {"layer": "net.conv"}, "saliency": {}}, target="true")
@@ -274,7 +275,7 @@ def test_grad_cam_monitor_and_drift_on_several_inputs_with_a_real_trainer(tmp_pa
 
 
 def test_grad_cam_layer_that_cannot_be_upsampled_fails_at_setup(tmp_path):
-    image, meta, mask, y = _data(4)
+    image, meta, mask, y = two_input_data(4)
     ds = TensorDataset(image, meta, mask, y)
     probe = ProbeSet((image, meta, mask), targets=y)
     monitor = AttributionMonitor(probe, methods={"grad_cam": {"layer": "net.meta"}}, target="true")
@@ -288,7 +289,7 @@ def test_grad_cam_layer_that_cannot_be_upsampled_fails_at_setup(tmp_path):
 # SHAP and LIME on several inputs: features across the inputs (the full matrix: tests/testers.py)
 # ----------------------------------------------------------------------------------------------
 def test_feature_masks_of_several_inputs_are_captums_and_bad_ones_are_named():
-    model, (image, meta, mask, y) = TwoInputs(), _data()
+    model, (image, meta, mask, y) = TwoInputs(), two_input_data()
     image_ids, meta_ids = TUPLE_MASKS
     assert F.flat_feature_mask(TUPLE_MASKS, (image, meta, mask)).tolist() == [[0] * 18 + [1] * 18 + [2, 2, 3, 0]]
     exact = F.attribute(model, (image, meta, mask), y, "kernel_shap", n_samples=16, feature_mask=(image_ids, meta_ids, None))
@@ -316,7 +317,7 @@ def test_sampled_kernel_shap_on_several_inputs_is_efficient_and_near_captum():
     here (1e-2 on the tester's model). Exact cases equal Captum's ShapleyValues (tests/testers.py)."""
     from lightning_xai.functional import perturbation as P
 
-    model, (image, meta, mask, y) = TwoInputs(), _data()
+    model, (image, meta, mask, y) = TwoInputs(), two_input_data()
     with torch.no_grad():
         gain = (model(image, meta, mask) - model(torch.zeros_like(image), torch.zeros_like(meta), mask)).gather(1, y[:, None])
     maps = F.attribute(model, (image, meta, mask), y, "kernel_shap", n_samples=64, seed=1)
