@@ -326,3 +326,29 @@ def test_sampled_kernel_shap_on_several_inputs_is_efficient_and_near_captum():
     ref = captum_fed_kernel_shap(model, z).attribute((image, meta), target=y, n_samples=len(z),
                                                       additional_forward_args=(mask,))
     assert 0 < rel_err(maps, (ref[0], ref[1], None)) <= 2e-3
+
+
+def _fit_two(root, callbacks):  # type: ignore[no-untyped-def]
+    image, meta, mask, y = two_input_data(16)
+    pl.seed_everything(5)
+    model = LitTwo()
+    tr = trainer(root, callbacks, max_epochs=2, logger=False)
+    ds = TensorDataset(image, meta, mask, y)
+    tr.fit(model, DataLoader(ds, batch_size=8, shuffle=True), DataLoader(ds, batch_size=8))
+    return model, torch.random.get_rng_state()
+
+
+def test_observing_several_inputs_never_perturbs_training(tmp_path):
+    """Every built-in method on a tuple probe (Grad-CAM's connectivity pass included): the same weights, bit for
+    bit, and the same global random stream as training without the monitor."""
+    image, meta, mask, y = two_input_data(6)
+    probe = ProbeSet((image, meta, mask), targets=y)
+    methods = {m: {"n_samples": 4} if m in ("kernel_shap", "lime", "shapley_sampling", "gradient_shap", "smoothgrad")
+               else {} for m in F.METHODS}
+    without, rng_without = _fit_two(tmp_path / "a", [])
+    monitor = AttributionMonitor(probe, methods=methods)
+    with_cb, rng_with = _fit_two(tmp_path / "b", [monitor])
+    assert sorted(monitor.last_attributions) == sorted(F.METHODS)  # every method explained the probe
+    for k, v in without.state_dict().items():
+        assert torch.equal(v, with_cb.state_dict()[k]), k
+    assert torch.equal(rng_without, rng_with)
