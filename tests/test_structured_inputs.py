@@ -202,6 +202,19 @@ def test_grad_cam_on_tuple_and_dict_inputs_equals_captum():
     assert isinstance(raw, torch.Tensor) and raw.shape == (5, 1, 6, 6) and torch.allclose(raw, cam, atol=1e-6)
 
 
+@pytest.mark.parametrize("cls", ["LayerGradCam", "LayerActivation"])
+def test_captum_layer_classes_on_several_inputs_go_to_the_inputs_that_feed_the_layer(cls):
+    model, (image, meta, mask, y) = TwoInputs(), two_input_data()
+    method = getattr(captum, cls)
+    explainer = method(model, model.conv)
+    raw = explainer.attribute((image, meta), additional_forward_args=(mask,), **({"target": y} if cls == "LayerGradCam" else {}))
+    # channels summed, interpolated as Grad-CAM's, over the image only
+    up = captum.LayerAttribution.interpolate(raw.sum(1, keepdim=True), (6, 6), interpolate_mode="bilinear")
+    maps = F.attribute(model, (image, meta, mask), y, method, layer="conv")
+    assert maps[1] is None and maps[2] is None and torch.allclose(maps[0], up.expand_as(image), atol=1e-6)
+    assert torch.allclose(F.attribute(model, (image, meta, mask), y, method, layer="conv", upsample=False), raw, atol=1e-6)
+
+
 class MetaScaledConv(nn.Module):
     """The metadata scales the image before a strided conv: the conv depends on both inputs; a second conv on
     the metadata alone (as a 1-pixel image) is seen by the image-free branch only."""
