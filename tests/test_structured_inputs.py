@@ -268,10 +268,13 @@ def test_grad_cam_monitor_and_drift_on_several_inputs_with_a_real_trainer(tmp_pa
     ds = TensorDataset(image, meta, mask, y)
     probe = ProbeSet((image[:4], meta[:4], mask[:4]), targets=y[:4])
     monitor = AttributionMonitor(probe, methods={"grad_cam": {"layer": "net.conv"}, "saliency": {}}, target="true")
+    at_layer = AttributionMonitor(probe, methods={"grad_cam": {"upsample": False}}, target="true")
     drift = FeatureDriftMonitor(probe, method="grad_cam", target="true")
-    tr = trainer(tmp_path, [monitor, drift], max_epochs=2)
+    tr = trainer(tmp_path, [monitor, at_layer, drift], max_epochs=2)
     model = LitTwo()
-    tr.fit(model, DataLoader(ds, batch_size=4), DataLoader(ds, batch_size=4))
+    with pytest.warns(UserWarning, match="no picture for probe inputs"):  # the layer's map of a structured probe
+        tr.fit(model, DataLoader(ds, batch_size=4), DataLoader(ds, batch_size=4))
+    assert at_layer.last_attributions["grad_cam"].shape == (4, 1, 6, 6)  # one tensor: the layer's maps
     maps = monitor.last_attributions["grad_cam"]
     up = captum.LayerAttribution.interpolate(
         _captum_cam(model.net.eval(), *probe.inputs, probe.targets, model.net.conv), (6, 6), interpolate_mode="bilinear"
@@ -279,7 +282,7 @@ def test_grad_cam_monitor_and_drift_on_several_inputs_with_a_real_trainer(tmp_pa
     assert maps[1] is None and torch.allclose(maps[0], up.expand_as(maps[0]), atol=1e-6)
     scalars = xai_scalars(read_events(tr.logger.log_dir))
     assert [s for s, _ in scalars["xai/attr/grad_cam/input0/gini"]] == [s for s, _ in scalars["xai/attr/saliency/input0/gini"]]
-    assert len(scalars["xai/attr/grad_cam/input0/gini"]) == 2
+    assert len(scalars["xai/attr/grad_cam/input0/gini"]) == len(scalars["xai/attr/grad_cam/gini"]) == 2
     assert not any(k.startswith("xai/attr/grad_cam/input1") for k in scalars)  # the conv never sees the metadata
     assert "xai/attr/saliency/input1/gini" in scalars
     # drift over the features of the inputs that have maps: the 36 pixels of the image
