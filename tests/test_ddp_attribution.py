@@ -12,18 +12,20 @@ import pytorch_lightning as pl
 
 from lightning_xai import ProbeSet
 from lightning_xai.callbacks import AttributionMonitor
-from lightning_xai.functional import attribute, count_passes
+from lightning_xai.functional import attribute, count_passes, map_tensors
 
 from .fixtures import Interleave, LitClassifier, PlainCNN, image_data, read_events, trainer
+from .testers import DICT_MASKS, OCCLUSION_DDP_RTOL, TUPLE_MASKS, rel_err
 
 METHODS = ["saliency", "grad_cam", "integrated_gradients", "smoothgrad", "occlusion"]
 
 
 class SaveMaps(pl.Callback):
-    """Saves each rank's view of the monitor's maps and how many rows it explained itself."""
+    """Saves each rank's view of the monitor's maps and how many rows it explained itself, in
+    ``<prefix>rank<r>_epoch<e>.pt``."""
 
-    def __init__(self, monitor: AttributionMonitor, out_dir: str) -> None:
-        self.monitor, self.out_dir = monitor, out_dir
+    def __init__(self, monitor: AttributionMonitor, out_dir: str, prefix: str = "") -> None:
+        self.monitor, self.out_dir, self.prefix = monitor, out_dir, prefix
         self.rows = 0
         self._counter = None
 
@@ -33,17 +35,18 @@ class SaveMaps(pl.Callback):
 
     def on_validation_epoch_end(self, trainer, pl_module):  # runs after the monitor (list order)
         self._ctx.__exit__(None, None, None)
-        maps = {k: v.cpu() for k, v in self.monitor.last_attributions.items()}
+        maps = {k: map_tensors(lambda t: t.cpu(), v) for k, v in self.monitor.last_attributions.items()}
         # the same methods on the whole probe in this process, unsharded, for comparison
         probe = self.monitor.probe
         target = probe.targets if self.monitor.target == "true" else self.monitor._resolve_target(trainer, pl_module)
         whole = {
-            m: attribute(pl_module, probe.inputs, target, m, **({"shard": (0, len(probe))} if m == "smoothgrad" else {}))
-            for m in METHODS
+            m: attribute(pl_module, probe.inputs, target, m, **options,
+                         **({"shard": (0, len(probe))} if m == "smoothgrad" else {}))
+            for m, options in self.monitor.methods.items()
         }
         torch.save(
             {"maps": maps, "whole": whole, "backward_rows": self._counter.backward_rows},
-            os.path.join(self.out_dir, f"rank{trainer.global_rank}_epoch{trainer.current_epoch}.pt"),
+            os.path.join(self.out_dir, f"{self.prefix}rank{trainer.global_rank}_epoch{trainer.current_epoch}.pt"),
         )
 
 
@@ -101,3 +104,54 @@ def test_ddp_uneven_shards_with_the_predicted_target(tmp_path):
             a = got["maps"][m]
             assert a.shape[0] == 7
             assert torch.allclose(a, got["whole"][m], rtol=1e-5, atol=1e-6 * float(a.abs().max())), m
+
+
+def _structured_methods(masks):  # type: ignore[no-untyped-def]
+    return {"saliency": {}, "integrated_gradients": {"n_steps": 8}, "smoothgrad": {"n_samples": 3}, "grad_cam": {},
+            "occlusion": {}, "kernel_shap": {"n_samples": 16, "feature_mask": masks},
+            "gradient_shap": {"n_samples": 3, "noise": 0.1}}
+
+
+def test_ddp_shards_tuple_and_dict_probes_through_the_monitors(tmp_path):
+    """Probes of several inputs (a riding mask), 7 samples on 2 ranks (4 + 3): each rank explains its rows, and
+    the maps both ranks gather, in the probe's structure, equal the whole probe's in one process."""
+    from torch.utils.data import TensorDataset
+
+    from lightning_xai.callbacks import FeatureDriftMonitor
+
+    from .test_structured_inputs import LitTwo, two_input_data
+
+    image, meta, mask, y = two_input_data(16)
+    rows = slice(0, 7)
+    as_tuple = ProbeSet((image[rows], meta[rows], mask[rows]), targets=y[rows])
+    as_dict = ProbeSet({"image": image[rows], "meta": meta[rows], "mask": mask[rows]}, targets=y[rows])
+    monitors = {
+        "tuple_": AttributionMonitor(as_tuple, methods=_structured_methods(TUPLE_MASKS), target="predicted"),
+        "dict_": AttributionMonitor(as_dict, methods=_structured_methods(DICT_MASKS), target="true"),
+    }
+    drift = FeatureDriftMonitor(as_dict, method="saliency", target="true")
+    out = tmp_path / "maps"
+    out.mkdir()
+    savers = [SaveMaps(mon, str(out), prefix) for prefix, mon in monitors.items()]
+    tr = trainer(tmp_path / "run", [*monitors.values(), drift, *savers], max_epochs=2, strategy="ddp_spawn", devices=2,
+                 use_distributed_sampler=False)
+    torch.manual_seed(0)
+    loader = DataLoader(TensorDataset(image, meta, mask, y), batch_size=8)
+    tr.fit(LitTwo(), loader, loader)
+    for prefix in monitors:
+        got = [torch.load(out / f"{prefix}rank{rank}_epoch1.pt") for rank in (0, 1)]
+        for m in _structured_methods(None):
+            for rank in (0, 1):
+                maps = got[rank]["maps"][m]
+                assert type(maps) is type(as_tuple.inputs if prefix == "tuple_" else as_dict.inputs), (prefix, m)
+                assert rel_err(maps, got[rank]["whole"][m]) <= OCCLUSION_DDP_RTOL, (prefix, m, rank)
+            assert rel_err(got[0]["maps"][m], got[1]["maps"][m]) == 0, (prefix, m)  # every rank holds the same maps
+    # each rank explained its share of both probes, 4 and 3 rows (the first saver's count closes before any
+    # unsharded comparison runs)
+    rows = [torch.load(out / f"tuple_rank{rank}_epoch1.pt")["backward_rows"] for rank in (0, 1)]
+    assert rows[0] > 0 and rows[0] * 3 == rows[1] * 4, rows
+    ea = read_events(os.path.join(str(tmp_path / "run"), "run", "version_0"))
+    tags = set(ea.Tags()["scalars"])
+    assert {"xai/attr/grad_cam/input0/gini", "xai/attr/grad_cam/image/gini", "xai/attr/kernel_shap/meta/gini"} <= tags
+    assert not any(t.startswith("xai/attr/grad_cam/input1") or t.startswith("xai/attr/grad_cam/meta") for t in tags)
+    assert any(t.startswith("xai/drift/saliency/") for t in tags)

@@ -25,6 +25,8 @@ from torch import nn
 from lightning_xai import functional as F
 from lightning_xai.functional import perturbation as P
 
+from .testers import captum_fed_kernel_shap, captum_fed_lime
+
 TOL = 1e-5
 
 
@@ -156,18 +158,6 @@ def test_linear_model_known_answers() -> None:
 captum_attr = pytest.importorskip("captum.attr")
 
 
-class FedKernelShap(captum_attr.KernelShap):
-    """Captum's KernelShap, drawing its coalitions from a list instead of its sampler."""
-
-    def __init__(self, model: nn.Module, coalitions: torch.Tensor) -> None:
-        super().__init__(model)
-        self.coalitions = coalitions
-
-    def kernel_shap_perturb_generator(self, original_inp, **kwargs):  # type: ignore[no-untyped-def,override]
-        for row in self.coalitions:
-            yield row.view(1, -1).long()
-
-
 @pytest.mark.filterwarnings("ignore:You are providing multiple inputs")
 @pytest.mark.parametrize("image", [False, True], ids=["tabular", "superpixels"])
 def test_kernel_shap_equals_captum_given_the_same_coalitions(image: bool) -> None:
@@ -182,7 +172,7 @@ def test_kernel_shap_equals_captum_given_the_same_coalitions(image: bool) -> Non
     z = P._kernel_samples(features, 60, torch.Generator().manual_seed(0))  # end points first, as Captum's
     ours = F.kernel_shap(net, x, t, coalitions=z, grid=4 if image else None)
     # Captum: the same 60 coalitions, the end points weighted 1e6 (its stand-in for our exact constraint)
-    ref = FedKernelShap(net, z).attribute(x, target=t, n_samples=len(z), feature_mask=mask)
+    ref = captum_fed_kernel_shap(net, z).attribute(x, target=t, n_samples=len(z), feature_mask=mask)
     assert rel_err(ours, ref) <= TOL
     # and drawn by our own sampler from the seed: the same coalitions as passing them
     torch.testing.assert_close(F.kernel_shap(net, x, t, n_samples=60, grid=4 if image else None), ours)
@@ -190,21 +180,10 @@ def test_kernel_shap_equals_captum_given_the_same_coalitions(image: bool) -> Non
 
 @pytest.mark.filterwarnings("ignore:You are providing multiple inputs")
 def test_lime_equals_captum_given_the_same_coalitions_kernel_and_surrogate() -> None:
-    from captum._utils.models.linear_model import SkLearnRidge
-
     net, x, t = _mlp(6, seed=4)
     z = torch.rand(50, 6, generator=torch.Generator().manual_seed(0)) < 0.5  # what lime(seed=0) draws
-
-    def perturb(original_inp, **kwargs):  # type: ignore[no-untyped-def]
-        for row in z:
-            yield row.view(1, -1).long()
-
-    def similarity(original, perturbed, interpretable, **kwargs):  # type: ignore[no-untyped-def]
-        return F.lime_weights(interpretable, 0.25).float()
-
     for alpha in (1.0, 0.1):
-        explainer = captum_attr.Lime(net, interpretable_model=SkLearnRidge(alpha=alpha), similarity_func=similarity,
-                                     perturb_func=perturb)
+        explainer = captum_fed_lime(net, z, alpha=alpha, kernel_width=0.25)
         ref = explainer.attribute(x, target=t, n_samples=len(z), feature_mask=torch.arange(6).view(1, 6))
         assert rel_err(F.lime(net, x, t, coalitions=z, alpha=alpha), ref) <= TOL
     torch.testing.assert_close(F.lime(net, x, t, n_samples=50, alpha=0.1), F.lime(net, x, t, coalitions=z, alpha=0.1))

@@ -7,13 +7,15 @@ import os
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from lightning_xai.callbacks import SanityGate
+from lightning_xai import ProbeSet
+from lightning_xai.callbacks import AttributionMonitor, FeatureDriftMonitor, SanityGate
 
 from .fixtures import GATE_CHECKS, LitClassifier, PlainCNN, image_data, read_events, suite, trainer, xai_scalars
+from .testers import TUPLE_MASKS
 
 
 @pytest.fixture(autouse=True)
@@ -25,13 +27,17 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _fit(root, max_epochs: int, ckpt_path=None, version: int = 0):
-    callbacks = suite()
+def _image_run():  # type: ignore[no-untyped-def]
+    """The suite's callbacks, a CNN and 64 images (no shuffling: the order needs no RNG state)."""
+    torch.manual_seed(0)
+    return suite(), LitClassifier(PlainCNN((4, 6))), DataLoader(image_data(64), batch_size=16)
+
+
+def _fit(root, max_epochs: int, ckpt_path=None, version: int = 0, run=_image_run):
+    """``run() -> (callbacks, model, loader)`` fitted for ``max_epochs`` (from ``ckpt_path``), a checkpoint per epoch."""
+    callbacks, model, loader = run()
     ckpt = ModelCheckpoint(dirpath=str(root / "ckpt"), filename="{epoch}", save_top_k=-1, every_n_epochs=1)
     tr = trainer(root, [*callbacks, ckpt], max_epochs, version=version, enable_checkpointing=True)
-    torch.manual_seed(0)
-    model = LitClassifier(PlainCNN((4, 6)))
-    loader = DataLoader(image_data(64), batch_size=16)  # no shuffling: the order needs no RNG state
     tr.fit(model, loader, loader, ckpt_path=ckpt_path)
     return tr, callbacks, model
 
@@ -117,3 +123,42 @@ def test_resumed_run_logs_what_the_uninterrupted_run_logs(tmp_path):
     assert [e["epoch"] for e in gate.report] == [0, 1, 2, 3]
     with open(os.path.join(resumed.logger.log_dir, SanityGate.REPORT_NAME)) as f:
         assert [e["fails_in_a_row"] for e in json.load(f)] == [0, 1, 2, 3]  # the JSON report spans the resume
+
+
+def _several_inputs_run():  # type: ignore[no-untyped-def]
+    """A tuple probe for an AttributionMonitor and a dict probe for a FeatureDriftMonitor (image, metadata and a
+    riding mask), on the model of tests/test_structured_inputs.py."""
+    from .test_structured_inputs import LitTwo, two_input_data
+
+    image, meta, mask, y = two_input_data(16)
+    monitor = AttributionMonitor(ProbeSet((image[:6], meta[:6], mask[:6]), targets=y[:6]), target="predicted",
+                                 methods={"saliency": {}, "grad_cam": {}, "smoothgrad": {"n_samples": 3},
+                                          "kernel_shap": {"n_samples": 16, "feature_mask": TUPLE_MASKS}})
+    drift = FeatureDriftMonitor(ProbeSet({"image": image[:6], "meta": meta[:6], "mask": mask[:6]}, targets=y[:6]),
+                                method="integrated_gradients", reference="epoch:1", target="true")
+    torch.manual_seed(0)
+    return [monitor, drift], LitTwo(), DataLoader(TensorDataset(image, meta, mask, y), batch_size=8)
+
+
+def test_resumed_structured_probes_continue_as_the_uninterrupted_run(tmp_path):
+    full, full_cbs, full_model = _fit(tmp_path / "full", 3, run=_several_inputs_run)
+    _fit(tmp_path / "resumed", 2, run=_several_inputs_run)
+    ckpt = tmp_path / "resumed" / "ckpt" / "epoch=1.ckpt"
+    resumed, res_cbs, res_model = _fit(tmp_path / "resumed", 3, ckpt_path=str(ckpt), run=_several_inputs_run)
+    for k, v in full_model.state_dict().items():
+        assert torch.equal(v, res_model.state_dict()[k]), k
+    states = torch.load(str(ckpt), weights_only=False)["callbacks"]
+    assert [h["epoch"] for h in states[res_cbs[1].state_key]["history"]] == [0, 1]
+    a = xai_scalars(read_events(full.logger.log_dir))
+    b = xai_scalars(read_events(resumed.logger.log_dir))
+    assert set(a) == set(b), set(a) ^ set(b)
+    assert {"xai/attr/grad_cam/input0/gini", "xai/attr/kernel_shap/input1/gini", "xai/drift/integrated_gradients/spearman/ref"} <= set(a)
+    assert not any(t.startswith("xai/attr/grad_cam/input1") for t in a)  # the conv never sees the metadata
+    for tag in a:
+        assert [s for s, _ in b[tag]] == [s for s, _ in a[tag]], tag
+        assert [v for _, v in b[tag]] == pytest.approx([v for _, v in a[tag]], rel=1e-6, abs=1e-9, nan_ok=True), tag
+    assert [s for s, _ in a["xai/drift/integrated_gradients/spearman/ref"]] == [4, 6]  # from the restored reference
+    for x, y in zip(full_cbs, res_cbs):
+        _same(x.state_dict(), y.state_dict(), type(x).__name__)
+    for m in ("saliency", "grad_cam", "smoothgrad", "kernel_shap"):  # the last epoch's maps, the same
+        _same(full_cbs[0].last_attributions[m], res_cbs[0].last_attributions[m], m)

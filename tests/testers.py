@@ -30,6 +30,7 @@ import atexit
 import os
 import socket
 import tempfile
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -224,6 +225,8 @@ class MethodCase:
     label: str = ""
     #: the DDP tolerance when not the tester's ``DDP_RTOL`` (see ``OCCLUSION_DDP_RTOL``)
     ddp_rtol: Optional[float] = None
+    #: the model cases (by name) this method case applies to; empty: every one
+    models: Tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -366,7 +369,9 @@ class AttributionTester:
         return next(m for m in self.MODELS if m.name == name)
 
     def methods_for(self, model: ModelCase) -> List[MethodCase]:
-        return [m for m in self.METHODS if model.has_conv or not m.needs_conv]
+        return [
+            m for m in self.METHODS if (model.has_conv or not m.needs_conv) and (not m.models or model.name in m.models)
+        ]
 
     @classmethod
     def grid(cls) -> List[Any]:
@@ -567,9 +572,68 @@ def _restructure(x: Any, maps: Sequence[Tensor]) -> Any:
     return F.structure_like(x, dict(zip(keys, maps)))
 
 
+def captum_fed_kernel_shap(forward: Callable[..., Tensor], coalitions: Tensor) -> Any:
+    """Captum's ``KernelShap``, drawing its coalitions (0/1 rows over every feature of every input) from
+    ``coalitions`` instead of its sampler; Captum evaluates the model and fits its own regression."""
+    captum = captum_attr()
+
+    class FedKernelShap(captum.KernelShap):  # type: ignore[misc,name-defined]
+        def kernel_shap_perturb_generator(self, original_inp: Any, **kwargs: Any) -> Iterator[Tensor]:
+            for row in coalitions:
+                yield row.view(1, -1).long()
+
+    return FedKernelShap(forward)
+
+
+def captum_fed_lime(forward: Callable[..., Tensor], coalitions: Tensor, alpha: float = 1.0,
+                    kernel_width: float = 0.25) -> Any:
+    """Captum's ``Lime`` with a ``SkLearnRidge(alpha)`` surrogate, lightning_xai's similarity
+    (:func:`lightning_xai.functional.lime_weights`) and the coalitions given."""
+    captum = captum_attr()
+    from captum._utils.models.linear_model import SkLearnRidge
+
+    def perturb(original_inp: Any, **kwargs: Any) -> Iterator[Tensor]:
+        for row in coalitions:
+            yield row.view(1, -1).long()
+
+    def similarity(original: Any, perturbed: Any, interpretable: Tensor, **kwargs: Any) -> Tensor:
+        return F.lime_weights(interpretable, kernel_width).float()
+
+    return captum.Lime(forward, interpretable_model=SkLearnRidge(alpha=alpha), similarity_func=similarity,
+                       perturb_func=perturb)
+
+
+@contextmanager
+def captum_noise(noise: Tensor, sizes: Sequence[int]) -> Iterator[None]:
+    """``torch.normal`` as Captum's ``NoiseTunnel`` calls it (once per input, in order, with the standard
+    deviation expanded to the noisy rows), handing out the next input's columns of ``noise`` ``(rows,
+    sum(sizes))`` times the standard deviation: Captum given lightning_xai's draws, which span all the
+    attributed inputs of a row together (one flat row per noisy copy)."""
+    from unittest import mock
+
+    parts = iter(noise.split(list(sizes), dim=1))
+
+    def normal(mean: float, std: Tensor) -> Tensor:
+        return next(parts).reshape(std.shape) * std + mean
+
+    with mock.patch("torch.normal", normal):
+        yield
+
+
+def _feature_sizes(floats: Sequence[Tensor]) -> List[int]:
+    return [int(v[0].numel()) for v in floats]
+
+
 def structured_oracle(kind: str) -> Callable[[nn.Module, Any, Optional[Tensor], Mapping[str, Any]], Any]:
     """Captum on several inputs (a tuple of the attributed ones, ``additional_forward_args`` for the riding
-    ones), or Captum's layer method on the token embedding summed over its last dimension."""
+    ones), or Captum's layer method on the token embedding summed over its last dimension.
+
+    The samplers get lightning_xai's random numbers, as the single-input tests feed them
+    (tests/test_perturbation.py): the features of several inputs are Captum's default, one per value,
+    numbered across the inputs in turn, which is the flat row lightning_xai's methods see; coalitions,
+    permutations (the global RNG seeded like the private generator), GradientSHAP's references and path
+    points (``numpy.random`` patched) and the noise of SmoothGrad and GradientSHAP (:func:`captum_noise`)
+    are the same numbers on both sides."""
 
     def oracle(model: nn.Module, x: Any, t: Optional[Tensor], o: Mapping[str, Any]) -> Any:
         captum = captum_attr()
@@ -588,7 +652,68 @@ def structured_oracle(kind: str) -> Callable[[nn.Module, Any, Optional[Tensor], 
             a = captum.LayerGradientXActivation(model, emb, multiply_by_inputs=kind == "input_x_gradient").attribute(x, target=t)
             return (a.abs() if kind == "saliency" else a).sum(-1)
         forward, floats, riding = _positional(model, x)
-        extra = {"additional_forward_args": riding} if riding else {}
+        extra: Dict[str, Any] = {"additional_forward_args": riding} if riding else {}
+        n, sizes = floats[0].shape[0], _feature_sizes(floats)
+        if o.get("feature_mask") is not None:  # Captum's tuple of masks, one per attributed input, (1, *sample)
+            given = dict(F.input_entries(o["feature_mask"]))
+            keys = [k for k, v in F.input_entries(x) if v.is_floating_point()]
+            extra["feature_mask"] = tuple(given[k].reshape((1,) + tuple(v.shape[1:])) for k, v in zip(keys, floats))
+        if kind == "shapley_values":  # exact: every order of the features
+            return _restructure(x, captum.ShapleyValues(forward).attribute(floats, target=t, **extra))
+        if kind == "grad_cam":  # the conv layer reads the image only: the map goes to the image, no other input
+            layer = dict(model.named_modules())[o.get("layer") or conv_names(model)[-1]]
+            cam = captum.LayerGradCam(forward, layer).attribute(floats, target=t, relu_attributions=True, **extra)
+            if not o.get("upsample", True):
+                return cam
+            (key, image), = [(k, v) for k, v in F.input_entries(x) if v.dim() == 4]
+            up = captum.LayerAttribution.interpolate(cam, tuple(image.shape[2:]), interpolate_mode="bilinear")
+            return F.structure_like(x, {key: up.expand_as(image)})
+        if kind == "smoothgrad":
+            samples, seed = o.get("n_samples", 16), o.get("seed", 0)
+            z = torch.empty(n * samples * sum(sizes)).normal_(0.0, 1.0, generator=torch.Generator().manual_seed(seed))
+            with captum_noise(z.view(n * samples, -1), sizes):
+                maps = captum.NoiseTunnel(captum.Saliency(forward)).attribute(
+                    floats, nt_type="smoothgrad", nt_samples=samples, stdevs=o.get("noise", 0.15), target=t, **extra
+                )
+            return _restructure(x, maps)
+        if kind == "gradient_shap":
+            from unittest import mock
+
+            from lightning_xai.functional import perturbation as P
+
+            samples, noise = o.get("n_samples", 16), float(o.get("noise", 0.0))
+            eps, index, alpha = P._gradient_shap_draws(n * samples, (sum(sizes),), 1, noise, o.get("seed", 0), None,
+                                                        floats[0].dtype)
+            eps = torch.zeros(n * samples, sum(sizes)) if eps is None else eps
+            with mock.patch("numpy.random.choice", lambda refs, size: index.numpy()), \
+                 mock.patch("numpy.random.uniform", lambda low, high, size: alpha.double().numpy()), \
+                 captum_noise(eps, sizes):
+                maps = captum.GradientShap(forward).attribute(
+                    floats, baselines=tuple(torch.zeros_like(v[:1]) for v in floats), target=t, n_samples=samples,
+                    stdevs=1.0, **extra,  # the noise handed out is already in input units: times 1
+                )
+            return _restructure(x, maps)
+        if kind in ("kernel_shap", "lime"):
+            from lightning_xai.functional import perturbation as P
+
+            g = torch.Generator().manual_seed(o.get("seed", 0))
+            if kind == "kernel_shap":
+                z = P._kernel_samples(sum(sizes), o.get("n_samples", 200), g)
+                explainer = captum_fed_kernel_shap(forward, z)
+            else:
+                z = torch.rand(o.get("n_samples", 200), sum(sizes), generator=g) < 0.5
+                explainer = captum_fed_lime(forward, z, o.get("alpha", 1.0), o.get("kernel_width", 0.25))
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "You are providing multiple inputs")
+                maps = explainer.attribute(floats, target=t, n_samples=len(z), **extra)
+            return _restructure(x, maps)
+        if kind == "shapley_sampling":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(o.get("seed", 0))  # Captum: torch.randperm from the global RNG
+                maps = captum.ShapleyValueSampling(forward).attribute(floats, target=t, n_samples=o.get("n_samples", 8), **extra)
+            return _restructure(x, maps)
+        if kind == "feature_ablation":
+            return _restructure(x, captum.FeatureAblation(forward).attribute(floats, target=t, **extra))
         if kind == "saliency":
             maps = captum.Saliency(forward).attribute(floats, target=t, abs=True, **extra)
         elif kind == "input_x_gradient":
@@ -603,12 +728,20 @@ def structured_oracle(kind: str) -> Callable[[nn.Module, Any, Optional[Tensor], 
     return oracle
 
 
+#: the model cases of several inputs (the token-id model has one input)
+SEVERAL_INPUTS = ("tuple_inputs", "dict_inputs")
+#: feature masks of the image (top and bottom halves: ids 0, 1) and the metadata (ids 2, 2, 3, and 0: its last
+#: value and the image's top half are one feature spanning both inputs), as Captum's tuple ``feature_mask``
+TUPLE_MASKS = (torch.tensor([[0] * 6] * 3 + [[1] * 6] * 3).view(1, 6, 6), torch.tensor([2, 2, 3, 0]))
+DICT_MASKS = {"image": TUPLE_MASKS[0], "meta": TUPLE_MASKS[1]}
+
+
 class StructuredTester(AttributionTester):
     """Models of several inputs (a tuple, a dict, with a riding integer mask) and of token ids."""
 
     MODELS = (
-        ModelCase("tuple_inputs", build_tuple_inputs),
-        ModelCase("dict_inputs", build_dict_inputs),
+        ModelCase("tuple_inputs", build_tuple_inputs, has_conv=True),
+        ModelCase("dict_inputs", build_dict_inputs, has_conv=True),
         ModelCase("token_ids", build_tokens),
     )
     METHODS = (
@@ -616,4 +749,30 @@ class StructuredTester(AttributionTester):
         MethodCase("input_x_gradient", oracle=structured_oracle("input_x_gradient")),
         MethodCase("integrated_gradients", {"n_steps": 8}, structured_oracle("integrated_gradients"), label="gl8"),
         MethodCase("occlusion", oracle=structured_oracle("occlusion"), ddp_rtol=OCCLUSION_DDP_RTOL),
+        # several inputs only (tuple and dict): every other built-in method
+        MethodCase("smoothgrad", {"n_samples": 3, "noise": 0.2, "seed": 7}, structured_oracle("smoothgrad"),
+                   label="n3", models=SEVERAL_INPUTS),
+        MethodCase("grad_cam", oracle=structured_oracle("grad_cam"), needs_conv=True, models=SEVERAL_INPUTS),
+        MethodCase("grad_cam", {"upsample": False}, structured_oracle("grad_cam"), needs_conv=True, label="raw",
+                   models=SEVERAL_INPUTS),
+        # exact (2**4 coalitions of the masks' 4 features, one of them spanning both inputs): Captum's ShapleyValues.
+        # Sampled, Captum's KernelShap fits its regression in float32 with the end points weighted 1e6, which
+        # leaves ~1e-2 relative on 40 features and 64 coalitions (tests/test_structured_inputs.py)
+        MethodCase("kernel_shap", {"n_samples": 16, "feature_mask": TUPLE_MASKS}, structured_oracle("shapley_values"),
+                   label="exact-masks", models=("tuple_inputs",), ddp_rtol=OCCLUSION_DDP_RTOL),
+        MethodCase("kernel_shap", {"n_samples": 16, "feature_mask": DICT_MASKS}, structured_oracle("shapley_values"),
+                   label="exact-masks", models=("dict_inputs",), ddp_rtol=OCCLUSION_DDP_RTOL),
+        MethodCase("lime", {"n_samples": 48, "seed": 5}, structured_oracle("lime"), label="n48",
+                   models=SEVERAL_INPUTS, ddp_rtol=OCCLUSION_DDP_RTOL),
+        MethodCase("shapley_sampling", {"n_samples": 2, "seed": 7}, structured_oracle("shapley_sampling"),
+                   label="n2", models=SEVERAL_INPUTS, ddp_rtol=OCCLUSION_DDP_RTOL),
+        MethodCase("gradient_shap", {"n_samples": 3, "seed": 11}, structured_oracle("gradient_shap"), label="n3",
+                   models=SEVERAL_INPUTS),
+        MethodCase("gradient_shap", {"n_samples": 3, "noise": 0.2, "seed": 11}, structured_oracle("gradient_shap"),
+                   label="n3-noise0.2", models=SEVERAL_INPUTS),
+        MethodCase("feature_ablation", oracle=structured_oracle("feature_ablation"), models=SEVERAL_INPUTS,
+                   ddp_rtol=OCCLUSION_DDP_RTOL),
+        MethodCase("feature_ablation", {"feature_mask": (TUPLE_MASKS[0], TUPLE_MASKS[1], None)},
+                   structured_oracle("feature_ablation"), label="masks", models=("tuple_inputs",),
+                   ddp_rtol=OCCLUSION_DDP_RTOL),
     )

@@ -315,6 +315,14 @@ class AttributionMonitor(XAICallback):
                 "(N, C, H, W), (N, F), (N, C, T) and token-id probes, or several of them (or pass renderer=...)",
             )
             return None
+        if self.probe.structured and isinstance(attr, Tensor) and self.renderer is None:
+            self._warn_once(
+                f"layer-{method}",
+                f"AttributionMonitor: no picture for {method}'s maps of shape {tuple(attr.shape)}: they have a layer's "
+                "resolution, and a probe of several inputs is drawn input by input (drop upsample=False for maps "
+                "on the inputs that feed the layer); scalars are logged",
+            )
+            return None
         n = min(self.max_images, len(self.probe))
         # once a method's maps have been signed, keep the diverging colormap (colours stay comparable)
         parts = [a for _, a in F.input_entries(attr) if a is not None]

@@ -30,12 +30,15 @@ from .attribution import (
 )
 from .outputs import OutputSelected, OutputSpec, check_output_spec, describe_output, output_key, select_model_output, with_output
 from .structured import (
+    attribute_at_layer,
     attribute_structured,
     call_model,
+    flat_feature_mask,
     input_entries,
     input_names,
     input_rows,
     inputs_device,
+    inputs_feeding,
     inputs_to,
     is_structured,
     map_tensors,
@@ -174,6 +177,9 @@ __all__ = [
     "with_output",
     "attribute_structured",
     "sample_rows",
+    "attribute_at_layer",
+    "inputs_feeding",
+    "flat_feature_mask",
     "attribute_tokens",
     "find_embedding",
     "has_token_inputs",

@@ -47,9 +47,9 @@ from . import attribution as _attr
 from . import perturbation as _pert
 from ._guard import explaining, forked_rng
 from .outputs import with_output
-from .structured import attribute_structured, is_structured
+from .structured import attribute_at_layer, attribute_structured, is_structured
 from .tokens import attribute_tokens, has_token_inputs
-from .captum_bridge import captum_attribute, captum_available, captum_class, captum_spec
+from .captum_bridge import _upsample_layer_map, captum_attribute, captum_available, captum_class, captum_spec
 
 __all__ = [
     "AttributionMethod",
@@ -187,6 +187,15 @@ class AttributionMethod:
                 self.__call__, model, inputs, target, method_name=self.name, takes_shard=_takes(self.fn, "shard"),
                 takes_baseline=self.accepts("baseline"), embedding=embedding, pad_id=pad_id, **options,
             )
+        if is_structured(inputs) and self._upsamples_a_layer():
+            # the map is made at the layer, then upsampled to the inputs that feed the layer
+            layer_name, layer = _attr.resolve_layer(model, options.get("layer"))
+            grad_cam = self.fn is _attr.grad_cam
+            return attribute_at_layer(
+                self.__call__, model, inputs, target, module=layer, layer_name=layer_name,
+                resize=_attr._upsample if grad_cam else functools.partial(_upsample_layer_map, name=self.name),
+                **options,
+            )
         if is_structured(inputs):
             return attribute_structured(
                 self.__call__, model, inputs, target, per_input=self.name == "occlusion",
@@ -200,6 +209,12 @@ class AttributionMethod:
         if not isinstance(result, Tensor):
             result = torch.as_tensor(result)
         return result.detach()
+
+    def _upsamples_a_layer(self) -> bool:
+        """Grad-CAM, or a layer method that takes ``layer`` and ``upsample`` (Captum's ``Layer*`` classes)."""
+        if self.name == "grad_cam":
+            return self.fn is _attr.grad_cam
+        return self.resolution == "layer" and {"layer", "upsample"} <= set(self.option_names)
 
     def is_layer_resolution(self, options: Mapping[str, Any]) -> bool:
         """Whether this call's maps have a layer's resolution rather than the inputs' shape."""
