@@ -19,22 +19,25 @@ OPTIONS = {
     "shapley_sampling": {"n_samples": 2, "seed": 1},
     "gradient_shap": {"n_samples": 3, "seed": 1},
     "feature_ablation": {},
+    "grad_cam": {"layer": "conv"},
 }
 
 
-@pytest.mark.parametrize("method", [m for m in F.METHODS if m != "grad_cam"])
+@pytest.mark.parametrize("method", F.METHODS)
 def test_direct_calls_on_token_ids_and_several_inputs_equal_attribute(method):
     options = OPTIONS.get(method, {})
     direct = getattr(F, method)
-    ids, y = torch.tensor([[3, 4, 5, 0], [1, 2, 0, 0], [8, 7, 6, 5]]), torch.tensor([0, 2, 1])
-    got = direct(Tokens(), ids, y, **options)
-    assert got.shape == ids.shape
-    assert torch.allclose(got, F.attribute(Tokens(), ids, y, method, **options), atol=1e-6)
+    if method != "grad_cam":  # the token model has no layer with a map to upsample
+        ids, y = torch.tensor([[3, 4, 5, 0], [1, 2, 0, 0], [8, 7, 6, 5]]), torch.tensor([0, 2, 1])
+        got = direct(Tokens(), ids, y, **options)
+        assert got.shape == ids.shape
+        assert torch.allclose(got, F.attribute(Tokens(), ids, y, method, **options), atol=1e-6)
     inputs, t = _inputs(), torch.tensor([0, 1, 2, 1])
     got = direct(Masked(), inputs, t, **options)
     want = F.attribute(Masked(), inputs, t, method, **options)
     assert got[2] is None and want[2] is None
-    assert all(torch.allclose(g, w, atol=1e-6) for g, w in zip(got[:2], want[:2]))
+    assert all((g is None and w is None) or torch.allclose(g, w, atol=1e-6) for g, w in zip(got[:2], want[:2]))
+    assert got[0] is not None
 
 
 def test_integer_inputs_without_an_embedding_get_advice_that_fits():
