@@ -738,12 +738,12 @@ def structured_suite(n: int = 8, featvis: bool = False) -> List[object]:
     """The callbacks on probes of several inputs, for :func:`structured_model` and :func:`structured_data`.
 
     AttributionMonitor, FeatureDriftMonitor and DeadReLUMonitor on a tuple probe ``(image, meta, mask)``
-    (the integer mask rides along; class 2 masked on row 1) with class targets; SanityGate (and, with
+    (the integer mask rides along; class 2 masked on row n // 2) with class targets; SanityGate (and, with
     ``featvis``, FeatureVisualizationMonitor) on a dict probe ``{"image", "meta"}`` with multi-hot targets.
     """
     image, meta, y = (t[:n] for t in structured_data().tensors)
     mask = torch.ones(n, 3, dtype=torch.long)
-    mask[1, 2] = 0
+    mask[n // 2, 2] = 0
     rows = ProbeSet((image, meta, mask), targets=y)
     named = ProbeSet({"image": image, "meta": meta}, targets=multi_hot(n, 3))
     callbacks: List[object] = [
