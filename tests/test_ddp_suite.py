@@ -80,7 +80,7 @@ def test_probes_of_several_inputs_under_ddp_give_the_single_process_values(tmp_p
     # mean of two half-batch gradients against one mean): 1.5e-8 at most after these 4 steps (measured). The
     # logged values then differ by 1.5e-5 relative at most (completeness, a ratio of small differences; the
     # others by under 4e-6), so rel=1e-4 leaves a margin of about 6; SmoothGrad's noise taken from the wrong
-    # place in the stream (a rank's rows not told their offset) moves its values by 2.7e-3 and fails
+    # place in the stream (a rank's rows not told their offset) moves its values by 1.4e-3 and fails
     for k, v in m_single.state_dict().items():
         assert torch.allclose(m_ddp.state_dict()[k], v, rtol=0, atol=1e-7), k
     assert set(ddp) == set(single), set(ddp) ^ set(single)
