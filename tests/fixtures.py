@@ -737,9 +737,10 @@ def structured_model() -> TwoBranchReLU:
 def structured_suite(n: int = 8, featvis: bool = False) -> List[object]:
     """The callbacks on probes of several inputs, for :func:`structured_model` and :func:`structured_data`.
 
-    AttributionMonitor, FeatureDriftMonitor and DeadReLUMonitor on a tuple probe ``(image, meta, mask)``
-    (the integer mask rides along; class 2 masked on row n // 2) with class targets; SanityGate (and, with
-    ``featvis``, FeatureVisualizationMonitor) on a dict probe ``{"image", "meta"}`` with multi-hot targets.
+    AttributionMonitor and FeatureDriftMonitor on a tuple probe ``(image, meta, mask)`` (the integer mask
+    rides along; class 2 masked on row n // 2) with class targets; DeadReLUMonitor on a tuple ``(image, meta)``
+    drawn from the validation data (``ProbeSpec(input_key=(0, 1))``); SanityGate (and, with ``featvis``,
+    FeatureVisualizationMonitor) on a dict probe ``{"image", "meta"}`` with multi-hot targets.
     """
     image, meta, y = (t[:n] for t in structured_data().tensors)
     mask = torch.ones(n, 3, dtype=torch.long)
@@ -752,7 +753,7 @@ def structured_suite(n: int = 8, featvis: bool = False) -> List[object]:
             target="true",
         ),
         FeatureDriftMonitor(rows, method="saliency", target="true", reference="epoch:1"),
-        DeadReLUMonitor(rows, tau=0.1),
+        DeadReLUMonitor(ProbeSpec(n=8, seed=2, input_key=(0, 1), target_key=2), tau=0.1),
         SanityGate(
             named,
             [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -13,8 +14,8 @@ from torch.utils.data import DataLoader
 from lightning_xai.callbacks import SanityGate
 
 from .fixtures import (
-    GATE_CHECKS, STRUCTURED_CHECKS, Interleave, LitClassifier, OneThread, PlainCNN, image_data, read_events, structured_data,
-    structured_model, structured_suite, suite, trainer, xai_scalars,
+    GATE_CHECKS, STRUCTURED_CHECKS, Interleave, LitClassifier, OneThread, PlainCNN, image_data, images_in, read_events,
+    structured_data, structured_model, structured_suite, suite, trainer, xai_scalars,
 )
 
 EPOCHS = 3
@@ -69,12 +70,12 @@ def test_whole_suite_under_ddp_logs_the_single_process_values_once(tmp_path):
 
 
 def test_probes_of_several_inputs_under_ddp_give_the_single_process_values(tmp_path):
-    """A tuple probe with a riding integer mask (attribution, drift, dead units) and a dict probe with multi-hot
-    targets (the gate): every rank explains its share (7 rows: 4 and 3, padded for the gather), and what rank 0
-    logs is what one process logs."""
+    """A tuple probe with a riding integer mask (attribution, drift), a tuple drawn from the validation data
+    (dead units) and a dict probe with multi-hot targets (gate, feature visualisation): every rank explains its
+    share (7 rows: 4 and 3, padded for the gather), and what rank 0 logs is what one process logs."""
     data = structured_data(64)
-    single, ea_single, m_single = _run(tmp_path / "single", 1, structured_suite(n=7), structured_model, data, epochs=2)
-    ddp, ea_ddp, m_ddp = _run(tmp_path / "ddp", 2, structured_suite(n=7), structured_model, data, epochs=2)
+    single, ea_single, m_single = _run(tmp_path / "single", 1, structured_suite(n=7, featvis=True), structured_model, data, epochs=2)
+    ddp, ea_ddp, m_ddp = _run(tmp_path / "ddp", 2, structured_suite(n=7, featvis=True), structured_model, data, epochs=2)
     steps = [2, 4]  # 64 samples, 32 per step (2 x 16 under DDP)
     # the tolerances' ground: DDP's weights differ from one process's only by the order of float sums (the
     # mean of two half-batch gradients against one mean): 1.5e-8 at most after these 4 steps (measured). The
@@ -105,6 +106,13 @@ def test_probes_of_several_inputs_under_ddp_give_the_single_process_values(tmp_p
         for a, b in zip(hd, hs):
             assert a.histogram_value.num == b.histogram_value.num == units
             assert a.histogram_value.sum == pytest.approx(b.histogram_value.sum, rel=1e-6)
+    # feature visualisation runs on rank 0 only: each picture once per epoch, as one process draws it (the
+    # weights differ by 1.5e-8: a colour level at most)
+    for tag in ("xai/featvis/classes/image", "xai/featvis/classes/meta", "xai/filters/conv"):
+        got, want = (images_in(os.path.join(str(tmp_path / run), "run", "version_0"), tag) for run in ("ddp", "single"))
+        assert [s for s, _ in got] == [s for s, _ in want] == steps, tag
+        for (_, a), (_, b) in zip(got, want):
+            assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() <= 1, tag
     # the gate: the same values and decisions in the JSON report; under DDP each rank's values, all equal
     reports = []
     for run in ("single", "ddp"):
