@@ -739,8 +739,9 @@ def structured_suite(n: int = 8, featvis: bool = False) -> List[object]:
 
     AttributionMonitor and FeatureDriftMonitor on a tuple probe ``(image, meta, mask)`` (the integer mask
     rides along; class 2 masked on row n // 2) with class targets; DeadReLUMonitor on a tuple ``(image, meta)``
-    drawn from the validation data (``ProbeSpec(input_key=(0, 1))``); SanityGate (and, with ``featvis``,
-    FeatureVisualizationMonitor) on a dict probe ``{"image", "meta"}`` with multi-hot targets.
+    drawn from the validation data (``ProbeSpec(input_key=(0, 1))``); a second AttributionMonitor (occlusion,
+    input x gradient; the predicted class), SanityGate (and, with ``featvis``, FeatureVisualizationMonitor) on
+    a dict probe ``{"image", "meta"}`` with multi-hot targets.
     """
     image, meta, y = (t[:n] for t in structured_data().tensors)
     mask = torch.ones(n, 3, dtype=torch.long)
@@ -752,6 +753,7 @@ def structured_suite(n: int = 8, featvis: bool = False) -> List[object]:
             rows, methods={"saliency": {}, "integrated_gradients": {"n_steps": 8}, "smoothgrad": {"n_samples": 4}},
             target="true",
         ),
+        AttributionMonitor(named, methods={"occlusion": {"window": 2}, "input_x_gradient": {}}, target="predicted"),
         FeatureDriftMonitor(rows, method="saliency", target="true", reference="epoch:1"),
         DeadReLUMonitor(ProbeSpec(n=8, seed=2, input_key=(0, 1), target_key=2), tau=0.1),
         SanityGate(

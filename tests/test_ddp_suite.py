@@ -71,11 +71,13 @@ def test_whole_suite_under_ddp_logs_the_single_process_values_once(tmp_path):
 
 def test_probes_of_several_inputs_under_ddp_give_the_single_process_values(tmp_path):
     """A tuple probe with a riding integer mask (attribution, drift), a tuple drawn from the validation data
-    (dead units) and a dict probe with multi-hot targets (gate, feature visualisation): every rank explains its
-    share (7 rows: 4 and 3, padded for the gather), and what rank 0 logs is what one process logs."""
+    (dead units) and a dict probe with multi-hot targets (attribution of the predicted class, gate, feature
+    visualisation): every rank explains its share (7 rows: 4 and 3, padded for the gather), and what rank 0
+    logs is what one process logs."""
     data = structured_data(64)
-    single, ea_single, m_single = _run(tmp_path / "single", 1, structured_suite(n=7, featvis=True), structured_model, data, epochs=2)
-    ddp, ea_ddp, m_ddp = _run(tmp_path / "ddp", 2, structured_suite(n=7, featvis=True), structured_model, data, epochs=2)
+    runs = [_run(tmp_path / run, devices, structured_suite(n=7, featvis=True), structured_model, data, epochs=2)
+            for run, devices in (("single", 1), ("ddp", 2))]
+    (single, ea_single, m_single), (ddp, ea_ddp, m_ddp) = runs
     steps = [2, 4]  # 64 samples, 32 per step (2 x 16 under DDP)
     # the tolerances' ground: DDP's weights differ from one process's only by the order of float sums (the
     # mean of two half-batch gradients against one mean): 1.5e-8 at most after these 4 steps (measured). The
@@ -89,6 +91,8 @@ def test_probes_of_several_inputs_under_ddp_give_the_single_process_values(tmp_p
     for method in ("saliency", "integrated_gradients", "smoothgrad"):
         assert {f"xai/attr/{method}/input{i}/{s}" for i in (0, 1) for s in ("gini", "entropy", "top10_mass")} <= set(ddp)
     assert not any("/input2/" in t for t in ddp)
+    for method in ("occlusion", "input_x_gradient"):  # the dict probe's inputs by name
+        assert {f"xai/attr/{method}/{k}/gini" for k in ("image", "meta")} <= set(ddp)
     assert {f"xai/check/{c}" for c in STRUCTURED_CHECKS} <= set(ddp)
     assert {"xai/dead_relu/conv", "xai/dead_relu/meta", "xai/drift/saliency/spearman/prev"} <= set(ddp)
     for tag, values in ddp.items():
@@ -106,8 +110,8 @@ def test_probes_of_several_inputs_under_ddp_give_the_single_process_values(tmp_p
         for a, b in zip(hd, hs):
             assert a.histogram_value.num == b.histogram_value.num == units
             assert a.histogram_value.sum == pytest.approx(b.histogram_value.sum, rel=1e-6)
-    # feature visualisation runs on rank 0 only: each picture once per epoch, as one process draws it (the
-    # weights differ by 1.5e-8: a colour level at most)
+    # feature visualisation runs on rank 0 only: each picture once per epoch, as one process draws it
+    # (identical pixels when measured; one colour level allowed for the weights' 1.5e-8)
     for tag in ("xai/featvis/classes/image", "xai/featvis/classes/meta", "xai/filters/conv"):
         got, want = (images_in(os.path.join(str(tmp_path / run), "run", "version_0"), tag) for run in ("ddp", "single"))
         assert [s for s, _ in got] == [s for s, _ in want] == steps, tag

@@ -161,12 +161,13 @@ def test_resumed_run_with_probes_of_several_inputs_logs_what_the_uninterrupted_r
         tmp_path, make_callbacks=lambda: structured_suite(featvis=True), make_model=structured_model,
         data=structured_data(64),
     )
-    attr, drift, _, gate, featvis = res_cbs
+    attr, named_attr, drift, _, gate, featvis = res_cbs
 
     states = _checkpointed_states(ckpt, res_cbs)
     methods = ("saliency", "integrated_gradients", "smoothgrad")
     # a colour scale per method and attributed input (the mask, input2, has no picture)
     assert set(states[attr.state_key]["vmax"]) == {f"{m}/input{i}" for m in methods for i in (0, 1)}
+    assert set(states[named_attr.state_key]["vmax"]) == {f"{m}/{k}" for m in ("occlusion", "input_x_gradient") for k in ("image", "meta")}
     drift_state = states[drift.state_key]
     assert [h["epoch"] for h in drift_state["history"]] == [0, 1] and drift_state["reference"]["epoch"] == 1
     assert [len(h["importance"]) for h in drift_state["history"]] == [25 + 3] * 2  # image pixels, then metadata
@@ -184,7 +185,7 @@ def test_resumed_run_with_probes_of_several_inputs_logs_what_the_uninterrupted_r
 
     _same_images(
         full, resumed,
-        [f"xai/attr/{m}" for m in methods]
+        [f"xai/attr/{m}" for m in (*methods, "occlusion", "input_x_gradient")]
         + ["xai/drift/saliency/trajectory", "xai/featvis/classes/image", "xai/featvis/classes/meta", "xai/filters/conv"],
         STEPS,
     )
