@@ -48,6 +48,15 @@ def _tensors(x: Any) -> List[Tensor]:
     return [x]
 
 
+def _entries(x: Any) -> List[Tuple[Any, Tensor]]:
+    """``(key, tensor)`` of an inputs structure: dict keys, tuple positions (``None`` for one tensor)."""
+    if isinstance(x, Mapping):
+        return list(x.items())
+    if isinstance(x, (tuple, list)):
+        return list(enumerate(x))
+    return [(None, x)]
+
+
 def _map(fn: Callable[[Tensor], Any], x: Any) -> Any:
     if isinstance(x, Mapping):
         return {k: fn(v) for k, v in x.items()}
@@ -451,14 +460,32 @@ class ProbeSet:
         """The ``(N, T)`` token ids of a text probe: the inputs themselves, or the integer entry named
         ``input_ids``/``ids``/``tokens`` of several inputs (else the first ``(N, T)`` integer one that is
         not a mask); None when the probe holds no ids."""
-        if not self.structured:
+        key = self.token_key()
+        if key is None:
             return self.inputs if self.kind == "text" else None
-        named = dict(self.inputs) if isinstance(self.inputs, Mapping) else {str(i): t for i, t in enumerate(self.inputs)}
-        ints = {k: t for k, t in named.items() if t.dim() == 2 and not t.is_floating_point() and t.dtype != torch.bool}
+        return dict(_entries(self.inputs))[key]
+
+    def token_key(self) -> Any:
+        """Where :meth:`token_ids` are among several inputs: their dict key or tuple position (None for a
+        probe of one input, or of several with no ids). Whether a model reads them with an embedding is
+        the model's business: maps have an entry there only when it does (else the ids ride along).
+
+        Example:
+            >>> import torch
+            >>> ids, mask = torch.ones(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.long)
+            >>> ProbeSet({"input_ids": ids, "attention_mask": mask}).token_key(), ProbeSet((torch.rand(2, 3), ids)).token_key()
+            ('input_ids', 1)
+        """
+        if not self.structured:
+            return None
+        ints = {
+            k: t for k, t in _entries(self.inputs)
+            if t.dim() == 2 and not t.is_floating_point() and t.dtype != torch.bool
+        }
         for k in ("input_ids", "ids", "tokens"):
             if k in ints:
-                return ints[k]
-        rest = [t for k, t in ints.items() if k not in _MASK_NAMES]
+                return k
+        rest = [k for k in ints if str(k) not in _MASK_NAMES]
         return rest[0] if rest else None
 
     def padding(self, pad_id: int = 0) -> Optional[Tensor]:

@@ -27,7 +27,9 @@ from pytorch_lightning.loggers import Logger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from lightning_xai import ProbeSet, ProbeSpec, checks
-from lightning_xai.callbacks import AttributionMonitor, DeadReLUMonitor, FeatureDriftMonitor, SanityGate
+from lightning_xai.callbacks import (
+    AttributionMonitor, DeadReLUMonitor, FeatureDriftMonitor, FeatureVisualizationMonitor, SanityGate,
+)
 
 from .ddp_exit import with_exit_cleanup
 
@@ -602,8 +604,10 @@ class LitTwo(pl.LightningModule):
 
 
 class TwoBranchReLU(pl.LightningModule):
-    """``forward(image, meta)``: an image branch (conv, ReLU; ``dead_channels`` never positive on images in
-    [0, 1]) and a metadata branch (fc, ReLU; ``dead_units`` never positive on metadata in [0, 1])."""
+    """``forward(image, meta, mask=None)``: an image branch (conv, ReLU; ``dead_channels`` never positive on
+    images in [0, 1]) and a metadata branch (fc, ReLU; ``dead_units`` never positive on metadata in [0, 1]).
+    An integer ``mask`` over the 3 classes (riding along) sets the masked classes' logits to -1; training
+    batches ``(image, meta, y)`` carry none."""
 
     def __init__(self, dead_channels: Sequence[int] = (), dead_units: Sequence[int] = (), lr: float = 0.01) -> None:
         super().__init__()
@@ -620,9 +624,10 @@ class TwoBranchReLU(pl.LightningModule):
             self.conv.bias.copy_(sign * 0.1)
         set_dead_linear(self.meta, list(dead_units))
 
-    def forward(self, image: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, meta: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         a = self.conv_relu(self.conv(image)).mean((2, 3))
-        return self.fc(torch.cat([a, self.meta_relu(self.meta(meta))], 1))
+        out = self.fc(torch.cat([a, self.meta_relu(self.meta(meta))], 1))
+        return out if mask is None else out.masked_fill(mask == 0, -1.0)
 
     def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
         image, meta, y = batch
@@ -706,6 +711,72 @@ def suite() -> List[object]:
             verbose=False,
         ),
     ]
+
+
+def structured_data(n: int = 32, seed: int = 0) -> TensorDataset:
+    """``(image (N, 1, 5, 5) ~ N(0, 1), meta (N, 3) in [0, 1), y = arange(n) % 3)`` for :class:`TwoBranchReLU`:
+    the image channels are positive on part of the pixels (on-rates between 0 and 1 that training moves);
+    on metadata in [0, 1) the model's ``dead_units`` are never positive."""
+    g = torch.Generator().manual_seed(seed)
+    return TensorDataset(torch.randn(n, 1, 5, 5, generator=g), torch.rand(n, 3, generator=g), torch.arange(n) % 3)
+
+
+STRUCTURED_CHECKS = (
+    "finite", "dead_units", "random_logit/saliency", "parameter_randomization/saliency", "completeness",
+    "spurious_region/saliency", "drift/saliency/spearman/prev", "late",
+)
+
+
+def structured_model() -> TwoBranchReLU:
+    """The model of :func:`structured_suite`: :class:`TwoBranchReLU` with metadata units 0 and 4 dead, seeded."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return TwoBranchReLU(dead_units=[0, 4], lr=0.05)
+
+
+def structured_suite(n: int = 8, featvis: bool = False) -> List[object]:
+    """The callbacks on probes of several inputs, for :func:`structured_model` and :func:`structured_data`.
+
+    AttributionMonitor and FeatureDriftMonitor on a tuple probe ``(image, meta, mask)`` (the integer mask
+    rides along; class 2 masked on row n // 2) with class targets; DeadReLUMonitor on a tuple ``(image, meta)``
+    drawn from the validation data (``ProbeSpec(input_key=(0, 1))``); a second AttributionMonitor (occlusion,
+    input x gradient; the predicted class), SanityGate (and, with ``featvis``, FeatureVisualizationMonitor) on
+    a dict probe ``{"image", "meta"}`` with multi-hot targets.
+    """
+    image, meta, y = (t[:n] for t in structured_data().tensors)
+    mask = torch.ones(n, 3, dtype=torch.long)
+    mask[n // 2, 2] = 0
+    rows = ProbeSet((image, meta, mask), targets=y)
+    named = ProbeSet({"image": image, "meta": meta}, targets=multi_hot(n, 3))
+    callbacks: List[object] = [
+        AttributionMonitor(
+            rows, methods={"saliency": {}, "integrated_gradients": {"n_steps": 8}, "smoothgrad": {"n_samples": 4}},
+            target="true",
+        ),
+        AttributionMonitor(named, methods={"occlusion": {"window": 2}, "input_x_gradient": {}}, target="predicted"),
+        FeatureDriftMonitor(rows, method="saliency", target="true", reference="epoch:1"),
+        DeadReLUMonitor(ProbeSpec(n=8, seed=2, input_key=(0, 1), target_key=2), tau=0.1),
+        SanityGate(
+            named,
+            [
+                checks.Finite(["saliency"]),
+                checks.DeadUnits(0.5),
+                checks.RandomLogit("saliency", max_similarity=1.0),
+                checks.ParameterRandomization("saliency", max_similarity=1.0, layers=["fc"]),
+                checks.Completeness(max_error=1.0, n_steps=8),
+                checks.SpuriousRegion(torch.tensor([1.0, 0.0, 0.0]), "saliency", max_mass=1.0, input="meta"),
+                checks.Drift("spearman", min_value=-1.0, method="saliency", against="prev", missing="skip"),
+                checks.Custom(fails_from_epoch_one, "late", max_value=0.5),
+            ],
+            target="true",
+            action="warn",
+            patience=10,
+            verbose=False,
+        ),
+    ]
+    if featvis:
+        callbacks.append(FeatureVisualizationMonitor(probe=named, steps=16))
+    return callbacks
 
 
 class OneThread(pl.Callback):

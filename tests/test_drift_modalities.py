@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_xai import ProbeSet
 from lightning_xai import functional as F
-from lightning_xai.callbacks import FeatureDriftMonitor
+from lightning_xai.callbacks import AttributionMonitor, FeatureDriftMonitor
 
 from .fixtures import trainer
 from .test_sequence_text_render import LitSignal
@@ -100,3 +100,26 @@ def test_token_bag_against_a_loop():
         for j, v in enumerate(vocab.tolist()):
             want = sum(float(maps[i, t]) for t in range(7) if int(ids[i, t]) == v and bool(valid[i, t]))
             assert float(bag[i, j]) == pytest.approx(want, abs=1e-6)
+
+
+def test_a_riding_integer_input_is_not_token_ids(tmp_path):
+    """An integer mask of the metadata's shape (N, 3) rides along: the metadata's map keeps every value (its
+    zeros are not padding), in the summaries and in drift, which has one feature per value of each input."""
+    from .fixtures import structured_data, structured_model
+
+    image, meta, y = structured_data(8).tensors
+    mask = torch.ones(8, 3, dtype=torch.long)
+    mask[0, 0] = mask[2, 1] = 0  # zeros in an (N, 3) integer input, where a pad id would be
+    probe = ProbeSet((image[:4], meta[:4], mask[:4]), targets=y[:4])
+    monitor = AttributionMonitor(probe, methods=["input_x_gradient"], target="true")
+    drift = FeatureDriftMonitor(probe, method="input_x_gradient", target="true")
+    tr = trainer(tmp_path, [monitor, drift], max_epochs=1, logger=False)
+    ds = TensorDataset(image, meta, y)
+    tr.fit(structured_model(), DataLoader(ds, batch_size=4), DataLoader(ds, batch_size=4))
+    maps = monitor.last_attributions["input_x_gradient"]
+    assert maps[2] is None  # the mask rides along
+    expected = F.summarize(maps[1])["gini"]
+    assert expected != pytest.approx(F.summarize(maps[1], mask[:4] != 0)["gini"], rel=1e-3)  # taking it for padding differs
+    assert tr.callback_metrics["xai/attr/input_x_gradient/input1/gini"].item() == pytest.approx(expected, rel=1e-6)
+    assert drift.trajectory()[2] == [f"input0/f{i}" for i in range(25)] + [f"input1/f{i}" for i in range(3)]
+    assert torch.allclose(drift.history[0]["importance"][25:], maps[1].abs().double().mean(0))

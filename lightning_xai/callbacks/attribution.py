@@ -186,9 +186,12 @@ class AttributionMonitor(XAICallback):
         self.last_attributions = maps
         scalars: Dict[str, float] = {}
         padding = self._padding()  # token ids: padding left out of the summaries
+        ids_key = self.probe.token_key() if isinstance(self.probe, ProbeSet) else None
 
-        def valid(a: Tensor) -> Optional[Tensor]:
-            return None if padding is None or tuple(a.shape) != tuple(padding.shape) else ~padding
+        def valid(a: Tensor, key: Any = None) -> Optional[Tensor]:
+            if padding is None or key != ids_key or tuple(a.shape) != tuple(padding.shape):
+                return None
+            return ~padding
 
         for method, attr in maps.items():
             if isinstance(attr, Tensor):
@@ -196,9 +199,9 @@ class AttributionMonitor(XAICallback):
                     scalars[f"xai/attr/{method}/{name}"] = value
                 continue
             # several inputs: each attributed input's own summaries (their scales need not compare)
-            for (_, part), label in zip(F.input_entries(attr), F.input_names(attr)):
+            for (key, part), label in zip(F.input_entries(attr), F.input_names(attr)):
                 if part is not None:
-                    for name, value in F.summarize(part, valid(part)).items():
+                    for name, value in F.summarize(part, valid(part, key)).items():
                         scalars[f"xai/attr/{method}/{label}/{name}"] = value
         sink = self._sink(trainer)
         sink.scalars(scalars)

@@ -342,10 +342,11 @@ class FeatureDriftMonitor(XAICallback):
         turn, named ``<input>/<feature>`` (token ids: per vocabulary item or position, padding left out)."""
         parts: List[Tensor] = []
         names: List[str] = []
-        for (_, part), label in zip(F.input_entries(maps), F.input_names(maps)):
+        ids_key = self.probe.token_key() if isinstance(self.probe, ProbeSet) else None
+        for (key, part), label in zip(F.input_entries(maps), F.input_names(maps)):
             if part is None:
                 continue
-            if padding is not None and tuple(part.shape) == tuple(padding.shape):
+            if padding is not None and key == ids_key and tuple(part.shape) == tuple(padding.shape):
                 part = self._token_features(part, padding)
                 parts.append(part)
                 names.extend(f"{label}/{name}" for name in self._token_names(int(padding.shape[1])))
