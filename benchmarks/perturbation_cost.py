@@ -119,7 +119,8 @@ def build(method: str, model: nn.Module, x: torch.Tensor, t: torch.Tensor, args:
 
             return run
 
-        variants["captum_default"] = captum(1)
+        if args.captum_default or method == "gradient_shap":
+            variants["captum_default"] = captum(1)
         if method != "gradient_shap":
             variants["captum_best"] = captum(best)
     return variants
@@ -134,6 +135,8 @@ def main(argv: Any = None) -> Dict[str, Any]:
     p.add_argument("--chunk", type=int, default=128, help="rows per forward, ours, the limit and Captum's best")
     p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     p.add_argument("--no-captum", dest="captum", action="store_false")
+    p.add_argument("--no-captum-default", dest="captum_default", action="store_false",
+                   help="skip Captum with its default perturbations_per_eval=1 (one coalition per forward: slow)")
     args = p.parse_args(argv)
     setup(args)
     args.captum = captum_wanted(args)
