@@ -18,17 +18,12 @@ from .attribution import (
     baseline_like,
     conv_layer_names,
     count_passes,
-    grad_cam,
     ig_rule,
-    input_x_gradient,
-    integrated_gradients,
-    occlusion,
     resolve_layer,
-    saliency,
     select_output,
-    smoothgrad,
 )
 from .outputs import OutputSelected, OutputSpec, check_output_spec, describe_output, output_key, select_model_output, with_output
+from ._rows import sample_rows
 from .structured import (
     attribute_at_layer,
     attribute_structured,
@@ -42,7 +37,6 @@ from .structured import (
     inputs_to,
     is_structured,
     map_tensors,
-    sample_rows,
     structure_like,
     take_rows,
 )
@@ -50,15 +44,23 @@ from .tokens import attribute_tokens, find_embedding, has_token_inputs, token_in
 from .perturbation import (
     PERTURBATION_METHODS,
     count_features,
-    feature_ablation,
     feature_mask,
-    gradient_shap,
     input_kind,
-    kernel_shap,
-    lime,
     lime_weights,
     shapley_kernel_weights,
+)
+from .entry import (
+    feature_ablation,
+    grad_cam,
+    gradient_shap,
+    input_x_gradient,
+    integrated_gradients,
+    kernel_shap,
+    lime,
+    occlusion,
+    saliency,
     shapley_sampling,
+    smoothgrad,
 )
 from .methods import (
     GRADIENT_PASS_METHODS,

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from ._guard import explaining, named_modules
 from .outputs import OutputSpec, select_model_output, with_output
-from .structured import any_inputs, sample_rows
+from ._rows import sample_rows
 
 __all__ = [
     "ONE_PASS_METHODS",
@@ -547,7 +547,6 @@ def _cat(parts: List[Tensor]) -> Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-@any_inputs("saliency")
 def saliency(
     model: nn.Module, inputs: Tensor, target: TargetLike = None, *, chunk_size: Optional[int] = None,
     output: OutputSpec = None,
@@ -564,7 +563,6 @@ def saliency(
     return attribute_many(model, inputs, target, ["saliency"], chunk_size=chunk_size, output=output)["saliency"]
 
 
-@any_inputs("input_x_gradient")
 def input_x_gradient(
     model: nn.Module, inputs: Tensor, target: TargetLike = None, *, chunk_size: Optional[int] = None,
     output: OutputSpec = None,
@@ -583,7 +581,6 @@ def input_x_gradient(
     ]
 
 
-@any_inputs("grad_cam")
 def grad_cam(
     model: nn.Module,
     inputs: Tensor,
@@ -745,7 +742,6 @@ def integrated_gradients(
 ) -> Union[Tensor, Tuple[Tensor, Tensor]]: ...
 
 
-@any_inputs("integrated_gradients")
 def integrated_gradients(
     model: nn.Module,
     inputs: Tensor,
@@ -878,7 +874,6 @@ class _NoiseStream:
         self.skip(self.left + (0 if self.buffer is None else self.buffer.numel()))
 
 
-@any_inputs("smoothgrad")
 def smoothgrad(
     model: nn.Module,
     inputs: Tensor,
@@ -991,7 +986,6 @@ def _window(window: Union[None, int, Sequence[int]], shape: Sequence[int], name:
     return w
 
 
-@any_inputs("occlusion")
 def occlusion(
     model: nn.Module,
     inputs: Tensor,

@@ -65,7 +65,7 @@ import torch
 from torch import Tensor, nn
 
 from ._guard import explaining
-from .structured import any_inputs, sample_rows
+from ._rows import sample_rows
 from .drift import GridLike, check_grid
 from .attribution import (
     TargetLike,
@@ -359,7 +359,6 @@ def _efficient_regression(z: Tensor, y: Tensor, weights: Tensor, f0: Tensor, f1:
     return base + (q @ u).T
 
 
-@any_inputs("kernel_shap")
 def kernel_shap(
     model: nn.Module,
     inputs: Tensor,
@@ -446,7 +445,6 @@ def _ridge(z: Tensor, y: Tensor, w: Tensor, alpha: float) -> Tensor:
     return torch.linalg.lstsq(sw * zc, sw * yc, driver="gelsd").solution.T
 
 
-@any_inputs("lime")
 def lime(
     model: nn.Module,
     inputs: Tensor,
@@ -496,7 +494,6 @@ def lime(
 # ----------------------------------------------------------------------------------------------
 # Shapley value sampling
 # ----------------------------------------------------------------------------------------------
-@any_inputs("shapley_sampling")
 def shapley_sampling(
     model: nn.Module,
     inputs: Tensor,
@@ -541,7 +538,6 @@ def shapley_sampling(
 # ----------------------------------------------------------------------------------------------
 # feature ablation
 # ----------------------------------------------------------------------------------------------
-@any_inputs("feature_ablation")
 def feature_ablation(
     model: nn.Module,
     inputs: Tensor,
@@ -598,7 +594,6 @@ def _gradient_shap_draws(
     return eps, index, alpha
 
 
-@any_inputs("gradient_shap")
 def gradient_shap(
     model: nn.Module,
     inputs: Tensor,

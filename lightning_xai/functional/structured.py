@@ -29,18 +29,16 @@ dict, as a riding input.
 
 from __future__ import annotations
 
-import functools
 import math
 import weakref
 from collections.abc import Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from ._guard import explaining, forked_rng
+from ._rows import _ROWS, sample_rows
 
 __all__ = [
     "Inputs",
@@ -59,7 +57,6 @@ __all__ = [
     "flat_feature_mask",
     "structure_like",
     "sample_rows",
-    "any_inputs",
 ]
 
 #: a tensor, a tuple of tensors (``model(*inputs)``) or a dict of tensors (``model(**inputs)``)
@@ -129,72 +126,6 @@ def inputs_to(x: Any, dtype: torch.dtype) -> Any:
 
 def inputs_device(x: Any) -> torch.device:
     return next(t for _, t in input_entries(x) if t is not None).device
-
-
-_Fn = TypeVar("_Fn", bound=Callable[..., Any])
-
-
-def any_inputs(name: str) -> Callable[[_Fn], _Fn]:
-    """Let the built-in method ``name``, written for one floating-point tensor, take what
-    :func:`~lightning_xai.functional.attribute` takes: several inputs (a tuple or dict of tensors) and
-    token ids read by an ``nn.Embedding`` go through the method table, which attributes them in their
-    structure (``embedding=`` and ``pad_id=`` choose the embedding and the baseline token)."""
-
-    def wrap(fn: _Fn) -> _Fn:
-        @functools.wraps(fn)
-        def method(model: nn.Module, inputs: Any, target: Any = None, *args: Any, **kwargs: Any) -> Any:
-            plain = isinstance(inputs, Tensor) and (inputs.is_floating_point() or inputs.dim() < 2)
-            if plain or not (is_structured(inputs) or isinstance(inputs, Tensor)):
-                return fn(model, inputs, target, *args, **kwargs)
-            from .tokens import has_token_inputs  # the method table sits above the methods
-
-            if not is_structured(inputs) and not has_token_inputs(model, inputs, kwargs.get("embedding")):
-                return fn(model, inputs, target, *args, **kwargs)  # integers and no embedding: fn says so
-            if kwargs.get("return_convergence_delta"):
-                raise ValueError(
-                    "return_convergence_delta is computed for one floating-point tensor of inputs; for several "
-                    "inputs or token ids, check completeness with checks.Completeness"
-                )
-            from .methods import get_method
-
-            return get_method(name)(model, inputs, target, *args, **kwargs)
-
-        return cast(_Fn, method)
-
-    return wrap
-
-
-#: the samples the model calls in progress evaluate: a slice or an index tensor into the method's inputs
-_ROWS: ContextVar[Union[None, slice, Tensor]] = ContextVar("lightning_xai_sample_rows", default=None)
-
-
-@contextmanager
-def sample_rows(rows: Union[None, slice, Tensor]) -> Iterator[None]:
-    """Declare which samples of its inputs a method's model calls inside the block evaluate: row ``j`` of
-    the batch it passes is sample ``rows[j]`` (a slice or an index tensor). Models of several inputs use
-    it to give each row its own riding inputs, so that the method runs batched (without it, one probe
-    row at a time). The built-in methods declare every call; a user's method may, to run batched too.
-
-    Example:
-        >>> import torch
-        >>> from lightning_xai import functional as F
-        >>> def doubled_rows(model, x, target=None):  # evaluates every sample twice, in one batch
-        ...     rows = torch.arange(x.shape[0]).repeat(2)
-        ...     with F.sample_rows(rows):
-        ...         out = model(x[rows])
-        ...     return out.detach()[x.shape[0]:]  # the second copy: each row with its own mask
-        >>> class Masked(torch.nn.Module):
-        ...     def forward(self, x, mask):
-        ...         return x * mask
-        >>> F.attribute_structured(doubled_rows, Masked(), (torch.ones(2, 3), torch.tensor([[1, 0, 1], [0, 1, 1]])))[0]
-        tensor([[1., 0., 1.],
-                [0., 1., 1.]])
-    """
-    token = _ROWS.set(rows)
-    try:
-        yield
-    finally:
-        _ROWS.reset(token)
 
 
 class _RowsUnknown(Exception):
