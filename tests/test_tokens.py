@@ -166,3 +166,40 @@ def test_token_mass_check_measures_the_share_on_given_tokens():
     assert result.passed and result.value == pytest.approx(float(expected), rel=1e-5)
     with pytest.raises(ValueError, match="token ids"):
         checks.run([checks.TokenMass([1])], nn.Linear(3, 2), ProbeSet(torch.randn(2, 3)))
+
+
+class _FloatIds(nn.Module):
+    """``net`` on ids given as whole-number floats: what Captum's perturbation methods can feed."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.round().long())
+
+
+@pytest.mark.parametrize("method", ["feature_ablation", "kernel_shap", "lime", "shapley_sampling"])
+def test_token_replacing_methods_equal_captum_on_the_ids(method):
+    """Ablation and the samplers leave a token out by replacing it with the pad id (one feature per token)."""
+    from .testers import captum_fed_lime
+
+    net, ids, y = TextNet().eval(), _ids(4), torch.tensor([0, 1, 2, 1])
+    on_floats, x = _FloatIds(net), _ids(4).float()
+    if method == "feature_ablation":
+        ours = F.attribute(net, ids, y, method)
+        ref = captum.FeatureAblation(on_floats).attribute(x, baselines=0.0, target=y)
+    elif method == "kernel_shap":  # 2**6 coalitions of 6 tokens: exact, as Captum's ShapleyValues
+        ours = F.attribute(net, ids, y, method, n_samples=64)
+        ref = captum.ShapleyValues(on_floats).attribute(x, baselines=0.0, target=y)
+    elif method == "lime":  # Captum fed our coalitions, similarity and ridge
+        ours = F.attribute(net, ids, y, method, n_samples=48, seed=5)
+        z = torch.rand(48, T, generator=torch.Generator().manual_seed(5)) < 0.5
+        ref = captum_fed_lime(on_floats, z).attribute(x, baselines=0.0, target=y, n_samples=48)
+    else:
+        ours = F.attribute(net, ids, y, method, n_samples=2, seed=7)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(7)  # Captum's permutations come from the global stream
+            ref = captum.ShapleyValueSampling(on_floats).attribute(x, baselines=0.0, target=y, n_samples=2)
+    assert ours.shape == ids.shape
+    torch.testing.assert_close(ours, ref.float(), atol=1e-5, rtol=1e-4)

@@ -5,8 +5,8 @@ Ids have no gradient and no path between them, so a method explains the embeddin
 and each token's value is the sum over the embedding dimension: one value per token. The embedding is
 found by itself (the ``nn.Embedding`` that reads one of the inputs) or named with ``embedding=``.
 
-The baseline of a token is the embedding of ``pad_id`` (default 0): integrated gradients go from the
-padded sequence to the real one, and occlusion replaces one token at a time by the padding token.
+The baseline of a token is ``pad_id`` (default 0): integrated gradients go from the padded sequence's
+embedding to the real one's, and occlusion, ablation and the samplers replace tokens by the padding token.
 Per method, the maps equal Captum's layer methods on that embedding, summed over its last dimension:
 
 - ``integrated_gradients``: ``LayerIntegratedGradients(model, emb)`` with ``baselines`` the pad ids;
@@ -14,7 +14,14 @@ Per method, the maps equal Captum's layer methods on that embedding, summed over
 - ``saliency``: ``|LayerGradientXActivation(model, emb, multiply_by_inputs=False)|`` (the gradient's
   absolute value, summed);
 - ``occlusion``: the output drop when the token is replaced by ``pad_id`` (windows of whole tokens);
-- ``smoothgrad`` and the samplers: noise or coalitions in the embedding space.
+- ``feature_ablation``, ``kernel_shap``, ``lime``, ``shapley_sampling``: on the ids themselves, one
+  feature per token, a token left out being replaced by ``pad_id`` (as Captum's ``FeatureAblation``,
+  ``KernelShap``... on the ids given as whole-number floats with ``baselines=pad_id``; a
+  ``feature_mask`` over the positions groups tokens);
+- ``smoothgrad`` and ``gradient_shap``: noise and paths in the embedding space.
+
+Several inputs with token ids: the methods that replace tokens attribute one input at a time, the
+others as they are (occlusion's rule for several inputs).
 """
 
 from __future__ import annotations
@@ -162,19 +169,26 @@ class _IdsAsFloat(nn.Module):
         return self._orig_mod(*parts)
 
 
-def _occlude_tokens(
-    fn: Callable[..., Any], model: nn.Module, inputs: Any, target: Any, key: Any, pad_id: int, takes_shard: bool,
-    **options: Any,
+#: the methods that explain token ids by replacing tokens with ``pad_id`` (on the ids, not the embedding)
+REPLACING = ("occlusion", "feature_ablation", "kernel_shap", "lime", "shapley_sampling")
+
+
+def _replace_tokens(
+    fn: Callable[..., Any], method_name: str, model: nn.Module, inputs: Any, target: Any, key: Any, pad_id: int,
+    takes_shard: bool, **options: Any,
 ) -> Any:
-    """Occlusion of the ids themselves: each window of tokens (default one token) replaced by ``pad_id``."""
+    """A method that replaces features by a baseline, on the ids themselves: a token left out (an occlusion
+    window, an ablated feature, a coalition's absent player) is replaced by ``pad_id``."""
     ids = dict(input_entries(inputs))[key]
     if ids.numel() and int(ids.abs().max()) >= 2**24:
-        raise ValueError("token ids >= 2**24 cannot be occluded exactly; use another method")
+        raise ValueError(f"token ids >= 2**24 cannot be replaced exactly by {method_name}; use another method")
     as_float = ids.to(torch.float32)  # whole numbers below 2**24 are exact
     wrapped = _IdsAsFloat(model, key, ids.dtype)
-    token_opts = {"baseline": float(pad_id), "window": options.get("window") or 1}
-    if options.get("stride") is not None:
-        token_opts["stride"] = options["stride"]
+    token_opts: Dict[str, Any] = {"baseline": float(pad_id)}
+    if method_name == "occlusion":
+        token_opts["window"] = options.get("window") or 1
+        if options.get("stride") is not None:
+            token_opts["stride"] = options["stride"]
     if key is None:
         return fn(wrapped, as_float, target, **{**options, **token_opts})
     if isinstance(inputs, dict):
@@ -215,8 +229,8 @@ def attribute_tokens(
     key, _, emb = token_inputs(model, inputs, embedding)
     entries = input_entries(inputs)
     ids = dict(entries)[key]
-    if method_name == "occlusion":
-        return _occlude_tokens(fn, model, inputs, target, key, pad_id, takes_shard, **options)
+    if method_name in REPLACING:
+        return _replace_tokens(fn, method_name, model, inputs, target, key, pad_id, takes_shard, **options)
     with explaining(model):  # once for the whole call: the method's own explaining nests in it for free
         with torch.no_grad():
             embedded = emb(ids).detach()
