@@ -217,6 +217,27 @@ def median(xs: Sequence[float]) -> float:
     return float(statistics.median(xs))
 
 
+def over_limit(times: Mapping[str, Mapping[str, Sequence[float]]]) -> "tuple[Dict[str, Any], str]":
+    """``{method: {variant: times}}`` (variants ``ours``, ``limit``, ``engine`` and maybe ``captum``) as the
+    results (medians in ms, each variant over the limit) and the table the attribution benchmarks print."""
+    results: Dict[str, Any] = {}
+    rows = []
+    for method, variants in times.items():
+        med = {k: median(v) for k, v in variants.items()}
+        entry: Dict[str, Any] = {f"{k}_ms": 1e3 * v for k, v in med.items()}
+        entry["ours_over_limit"] = med["ours"] / med["limit"]
+        entry["engine_over_limit"] = med["engine"] / med["limit"]
+        if "captum" in med:
+            entry["captum_over_limit"] = med["captum"] / med["limit"]
+        results[method] = entry
+        rows.append(
+            [method, 1e3 * med["limit"], 1e3 * med["ours"], entry["ours_over_limit"], entry["engine_over_limit"]]
+            + ([1e3 * med["captum"], entry["captum_over_limit"]] if "captum" in med else ["-", "-"])
+        )
+    text = table(rows, ["method", "limit ms", "ours ms", "ours/limit", "engine/limit", "captum ms", "captum/limit"])
+    return results, text
+
+
 def machine() -> Dict[str, Any]:
     info: Dict[str, Any] = {
         "torch": torch.__version__,

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List
 import torch
 from torch import nn
 
-from _common import captum_wanted, probe_batch, base_parser, emit, interleaved, cam_layer, input_shape, make_model, model_label, median, setup, table
+from _common import base_parser, cam_layer, captum_wanted, emit, input_shape, interleaved, make_model, model_label, over_limit, probe_batch, setup
 
 from lightning_xai import ProbeSet, functional as F
 from lightning_xai.engine import AttributionEngine
@@ -154,22 +154,8 @@ def main(argv: Any = None) -> Dict[str, Any]:
     args.captum = captum_wanted(args)
     model = make_model(args).to(args.device)
     x, t = probe_batch(args, model, args.probe)
-    results: Dict[str, Any] = {}
-    rows = []
-    for method in args.methods:
-        times = interleaved(build(method, model, x, t, args), args.repeats, args.device)
-        med = {k: median(v) for k, v in times.items()}
-        entry = {f"{k}_ms": 1e3 * v for k, v in med.items()}
-        entry["ours_over_limit"] = med["ours"] / med["limit"]
-        entry["engine_over_limit"] = med["engine"] / med["limit"]
-        if "captum" in med:
-            entry["captum_over_limit"] = med["captum"] / med["limit"]
-        results[method] = entry
-        rows.append(
-            [method, 1e3 * med["limit"], 1e3 * med["ours"], entry["ours_over_limit"], entry["engine_over_limit"]]
-            + ([1e3 * med["captum"], entry["captum_over_limit"]] if "captum" in med else ["-", "-"])
-        )
-    text = table(rows, ["method", "limit ms", "ours ms", "ours/limit", "engine/limit", "captum ms", "captum/limit"])
+    times = {method: interleaved(build(method, model, x, t, args), args.repeats, args.device) for method in args.methods}
+    results, text = over_limit(times)
     config = {
         "model": model_label(args, model),
         "input": [args.probe, *input_shape(args)], "ig_steps": args.steps, "smoothgrad_samples": args.samples,

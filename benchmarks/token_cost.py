@@ -24,12 +24,12 @@ Run:  .venv/bin/python benchmarks/token_cost.py [--small] [--probe 64] [--steps 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict
 
 import torch
 from torch import nn
 
-from _common import base_parser, captum_wanted, emit, interleaved, median, setup, table
+from _common import base_parser, captum_wanted, emit, interleaved, over_limit, setup
 
 from lightning_xai import ProbeSet, functional as F
 from lightning_xai.engine import AttributionEngine
@@ -137,22 +137,8 @@ def main(argv: Any = None) -> Dict[str, Any]:
     ids = ids.to(args.device)
     with torch.no_grad():
         t = model(ids).argmax(1)
-    results: Dict[str, Any] = {}
-    rows: List[List[Any]] = []
-    for method in args.methods:
-        times = interleaved(build(method, model, ids, t, args), args.repeats, args.device)
-        med = {k: median(v) for k, v in times.items()}
-        entry: Dict[str, Any] = {f"{k}_ms": 1e3 * v for k, v in med.items()}
-        entry["ours_over_limit"] = med["ours"] / med["limit"]
-        entry["engine_over_limit"] = med["engine"] / med["limit"]
-        if "captum" in med:
-            entry["captum_over_limit"] = med["captum"] / med["limit"]
-        results[method] = entry
-        rows.append(
-            [method, 1e3 * med["limit"], 1e3 * med["ours"], entry["ours_over_limit"], entry["engine_over_limit"]]
-            + ([1e3 * med["captum"], entry["captum_over_limit"]] if "captum" in med else ["-", "-"])
-        )
-    text = table(rows, ["method", "limit ms", "ours ms", "ours/limit", "engine/limit", "captum ms", "captum/limit"])
+    times = {method: interleaved(build(method, model, ids, t, args), args.repeats, args.device) for method in args.methods}
+    results, text = over_limit(times)
     params = sum(q.numel() for q in model.parameters())
     config = {
         "model": f"transformer encoder ({params} params), vocab {args.vocab}", "input": [args.probe, args.length],

@@ -40,7 +40,7 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "example_trainers"), os.path.join(ROOT,
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from screenshots import MAX_BYTES, screenshot, shrink  # noqa: E402
+from screenshots import report, screenshot, shrink  # noqa: E402
 from tests.fixtures import TensorBoardServer, chromium_path  # noqa: E402
 
 class Page(NamedTuple):
@@ -168,11 +168,7 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
                 lambda j: all(any(re.fullmatch(t, tag) for run in j.values() for tag in run) for t in wanted),
             )
             written = take(tb, args.out)
-        for path in written:
-            size = os.path.getsize(path)
-            print(f"{os.path.relpath(path, ROOT)}: {size // 1024} KB")
-            if size > MAX_BYTES:
-                print(f"  warning: over {MAX_BYTES // 1000} KB", file=sys.stderr)
+        report(written)
     finally:
         if args.keep_logs:
             print(f"logs kept in {logs}")

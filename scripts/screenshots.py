@@ -275,6 +275,15 @@ def take(tb: TensorBoardServer, log_dir: str, out_dir: str) -> List[str]:
     return written
 
 
+def report(written: Sequence[str]) -> None:
+    """Print each picture's size, warning about one over :data:`MAX_BYTES`."""
+    for path in written:
+        size = os.path.getsize(path)
+        print(f"{os.path.relpath(path, ROOT)}: {size // 1024} KB")
+        if size > MAX_BYTES:
+            print(f"  warning: over {MAX_BYTES // 1000} KB", file=sys.stderr)
+
+
 def main(argv: List[str] | None = None) -> List[str]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "images"))
@@ -326,11 +335,7 @@ def main(argv: List[str] | None = None) -> List[str]:
                 tb.wait_for("/data/plugin/text/tags", lambda j: "xai/gate/report" in next(iter(j.values()), []))
                 written += take(tb, log_dir, args.out)
                 written += take_featvis(tb, args.out)
-        for path in written:
-            size = os.path.getsize(path)
-            print(f"{os.path.relpath(path, ROOT)}: {size // 1024} KB")
-            if size > MAX_BYTES:
-                print(f"  warning: over {MAX_BYTES // 1000} KB", file=sys.stderr)
+        report(written)
     finally:
         if work is not None:
             if temporary:
