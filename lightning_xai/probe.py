@@ -11,13 +11,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .functional.structured import Inputs, input_entries, is_structured, map_tensors
+
 __all__ = ["ProbeSet"]
 
 Key = Union[None, int, str, Callable[[Any], Any]]
 #: ``input_key``: one key, or a tuple of keys (a model with several inputs)
 InputKey = Union[Key, Tuple[Union[int, str], ...]]
-#: a tensor, a tuple of tensors (``model(*inputs)``) or a dict of tensors (``model(**inputs)``)
-Inputs = Union[Tensor, Tuple[Tensor, ...], Dict[str, Tensor]]
 
 _INPUT_KEYS = ("input", "inputs", "x", "image", "images", "pixel_values", "features")
 _TARGET_KEYS = ("target", "targets", "y", "label", "labels")
@@ -35,34 +35,9 @@ def _as_tensor(value: Any) -> Optional[Tensor]:
     return None
 
 
-def _structured(x: Any) -> bool:
-    return isinstance(x, (tuple, list, Mapping))
-
-
 def _tensors(x: Any) -> List[Tensor]:
     """The tensors of an inputs structure, in order."""
-    if isinstance(x, Mapping):
-        return list(x.values())
-    if isinstance(x, (tuple, list)):
-        return list(x)
-    return [x]
-
-
-def _entries(x: Any) -> List[Tuple[Any, Tensor]]:
-    """``(key, tensor)`` of an inputs structure: dict keys, tuple positions (``None`` for one tensor)."""
-    if isinstance(x, Mapping):
-        return list(x.items())
-    if isinstance(x, (tuple, list)):
-        return list(enumerate(x))
-    return [(None, x)]
-
-
-def _map(fn: Callable[[Tensor], Any], x: Any) -> Any:
-    if isinstance(x, Mapping):
-        return {k: fn(v) for k, v in x.items()}
-    if isinstance(x, (tuple, list)):
-        return tuple(fn(v) for v in x)
-    return fn(x)
+    return [t for _, t in input_entries(x)]
 
 
 def _input_positions(input_key: Any) -> Optional[List[int]]:
@@ -183,7 +158,7 @@ class ProbeSet:
         #: how token ids are shown: ``vocab[id]``, or ``decode(ids) -> tokens`` (pictures of text probes)
         self.vocab: Optional[List[str]] = None if vocab is None else [str(v) for v in vocab]
         self.decode = decode
-        if _structured(inputs):
+        if is_structured(inputs):
             inputs = self._check_structure(inputs, masks, feature_names)
             inputs_t: Optional[Tensor] = _tensors(inputs)[0]
         else:
@@ -198,7 +173,7 @@ class ProbeSet:
             )
         n = inputs_t.shape[0]
         self._inputs: Any = (
-            _map(lambda t: t.detach().clone(), inputs) if _structured(inputs) else inputs_t.detach().clone()
+            map_tensors(lambda t: t.detach().clone(), inputs) if is_structured(inputs) else inputs_t.detach().clone()
         )
         self._targets: Optional[Tensor] = None
         if targets is not None:
@@ -270,7 +245,7 @@ class ProbeSet:
     @property
     def structured(self) -> bool:
         """True when the model takes several inputs (a tuple or dict of tensors)."""
-        return _structured(self._inputs)
+        return is_structured(self._inputs)
 
     @property
     def targets(self) -> Optional[Tensor]:
@@ -375,7 +350,7 @@ class ProbeSet:
         for batch in loader:
             x, y, m = split_item(batch, input_key, target_key, mask_key)
             for i in range(_tensors(x)[0].shape[0]):
-                items.append((_map(lambda t: t[i], x), None if y is None else y[i], None if m is None else m[i]))
+                items.append((map_tensors(lambda t: t[i], x), None if y is None else y[i], None if m is None else m[i]))
                 if len(items) == n:
                     break
             if len(items) == n:
@@ -418,7 +393,7 @@ class ProbeSet:
         extra = "".join(
             f", {name}" for name, v in (("targets", self.targets), ("masks", self.masks)) if v is not None
         )
-        shape = _map(lambda t: tuple(t.shape[1:]), self.inputs) if self.structured else tuple(self.inputs.shape[1:])
+        shape = map_tensors(lambda t: tuple(t.shape[1:]), self.inputs) if self.structured else tuple(self.inputs.shape[1:])
         return f"ProbeSet(n={len(self)}, shape={shape}{extra})"
 
     @property
@@ -463,7 +438,7 @@ class ProbeSet:
         key = self.token_key()
         if key is None:
             return self.inputs if self.kind == "text" else None
-        return dict(_entries(self.inputs))[key]
+        return dict(input_entries(self.inputs))[key]
 
     def token_key(self) -> Any:
         """Where :meth:`token_ids` are among several inputs: their dict key or tuple position (None for a
@@ -479,7 +454,7 @@ class ProbeSet:
         if not self.structured:
             return None
         ints = {
-            k: t for k, t in _entries(self.inputs)
+            k: t for k, t in input_entries(self.inputs)
             if t.dim() == 2 and not t.is_floating_point() and t.dtype != torch.bool
         }
         for k in ("input_ids", "ids", "tokens"):
@@ -519,7 +494,7 @@ class ProbeSet:
         if self.structured:
             if param is None:
                 return self._inputs
-            return _map(
+            return map_tensors(
                 lambda t: t.to(device=param.device, dtype=param.dtype if t.is_floating_point() and param.is_floating_point() else t.dtype),
                 self._inputs,
             )
