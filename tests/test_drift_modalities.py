@@ -123,3 +123,27 @@ def test_a_riding_integer_input_is_not_token_ids(tmp_path):
     assert tr.callback_metrics["xai/attr/input_x_gradient/input1/gini"].item() == pytest.approx(expected, rel=1e-6)
     assert drift.trajectory()[2] == [f"input0/f{i}" for i in range(25)] + [f"input1/f{i}" for i in range(3)]
     assert torch.allclose(drift.history[0]["importance"][25:], maps[1].abs().double().mean(0))
+
+
+def test_text_tab_lists_each_sentences_top_tokens(tmp_path):
+    """The Text tab: per probe sentence, the tokens of largest |attribution| (signed), padding left out."""
+    from lightning_xai.callbacks import AttributionMonitor as Monitor
+
+    from .fixtures import texts_in
+
+    ids, y = _ids(8), torch.arange(8) % 3
+    probe = ProbeSet(ids[:4], targets=y[:4], vocab=WORDS)
+    monitor = Monitor(probe, methods=["saliency"], target="true")
+    model = LitText()
+    tr = trainer(tmp_path, [monitor], max_epochs=1)
+    tr.fit(model, DataLoader(TensorDataset(ids, y), batch_size=4), DataLoader(TensorDataset(ids, y), batch_size=4))
+    table = texts_in(tr.logger.log_dir, "xai/attr/saliency/top_tokens")[-1][1]
+    maps = monitor.last_attributions["saliency"]
+    lines = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| sample")]
+    assert len(lines) == 4
+    for i, line in enumerate(lines):  # known answer: the sentence's own non-padding tokens, by |saliency|
+        keep = [t for t in range(ids.shape[1]) if int(ids[i, t]) != 0]
+        order = sorted(keep, key=lambda t: -abs(float(maps[i, t])))[:5]
+        expected = ", ".join(f"{WORDS[int(ids[i, t])]} ({float(maps[i, t]):+.3g})" for t in order)
+        assert line.split(" | ")[2].rstrip(" |") == expected, (line, expected)
+    assert "<pad>" not in table

@@ -214,6 +214,39 @@ class AttributionMonitor(XAICallback):
                     sink.image(f"xai/attr/{method}", image)
         if self.text_summary:
             sink.text(self._summary_tag(trainer), self._summary_markdown(trainer, scalars))
+            for method, attr in maps.items():
+                table = self._top_tokens_markdown(trainer, pl_module, method, attr)
+                if table is not None:
+                    sink.text(f"xai/attr/{method}/top_tokens", table)
+
+    #: tokens listed per probe sample in the ``xai/attr/<method>/top_tokens`` table
+    TOP_TOKENS = 5
+
+    def _top_tokens_markdown(self, trainer: Any, pl_module: Any, method: str, attr: Any) -> Optional[str]:
+        """For token ids: each probe sample's tokens of largest |attribution| (signed), padding left out."""
+        probe = self.probe
+        if not isinstance(probe, ProbeSet) or probe.token_ids() is None:
+            return None
+        key = probe.token_key()
+        values = attr if key is None else dict(F.input_entries(attr)).get(key) if F.is_structured(attr) else None
+        ids = probe.token_ids()
+        if not isinstance(values, Tensor) or ids is None or tuple(values.shape) != tuple(ids.shape):
+            return None
+        n = min(self.max_images, len(probe))
+        padding = self._padding()
+        top = F.top_tokens(
+            values[:n], [probe.tokens(i) for i in range(n)], None if padding is None else ~padding[:n], self.TOP_TOKENS
+        )
+        labels = self._labels(trainer, pl_module, n)
+        rows = {
+            f"{i}": {"label": labels[i] or "-", "top tokens (signed)": ", ".join(f"{t.replace('|', '&#124;')} ({v:+.3g})" for t, v in row) or "-"}
+            for i, row in enumerate(top)
+        }
+        head = (
+            f"**{method}: each probe sentence's {self.TOP_TOKENS} tokens of largest |attribution|, epoch "
+            f"{trainer.current_epoch}** (step {trainer.global_step}; padding left out)"
+        )
+        return head + "\n\n" + markdown_table(rows, row_header="sample")
 
     def _summary_tag(self, trainer: Any) -> str:
         """``xai/attr/summary``; with several AttributionMonitors, ``xai/attr/summary/<k>`` for the k-th (from 1)."""

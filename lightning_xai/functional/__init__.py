@@ -154,7 +154,7 @@ from .render import (
     side_by_side,
     note_panel,
 )
-from .summary import entropy, gini, global_importance, summarize, top_mass
+from .summary import entropy, gini, global_importance, summarize, top_mass, top_tokens
 
 __all__ = [
     "METHODS",
@@ -274,6 +274,7 @@ __all__ = [
     "entropy",
     "gini",
     "global_importance",
+    "top_tokens",
     "summarize",
     "top_mass",
     "ReLURecorder",

@@ -8,7 +8,7 @@ share of 0.1. NaN in a map gives NaN, so that a check can see it.
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -16,7 +16,7 @@ from torch import Tensor
 from ._sort import sort_values
 from .drift import in_row_chunks
 
-__all__ = ["gini", "entropy", "top_mass", "summarize", "global_importance"]
+__all__ = ["gini", "entropy", "top_mass", "summarize", "global_importance", "top_tokens"]
 
 
 def _flat_abs(attr: Tensor) -> Tensor:
@@ -122,3 +122,31 @@ def global_importance(attr: Tensor) -> Tensor:
         tensor([2., 1.])
     """
     return attr.detach().abs().mean(0)
+
+
+def top_tokens(
+    values: Tensor, tokens: Sequence[Sequence[str]], valid: Optional[Tensor] = None, k: int = 5
+) -> List[List[Tuple[str, float]]]:
+    """Each sample's ``k`` tokens of largest ``|attribution|``, as ``(token, signed value)``, largest first.
+
+    Args:
+        values: ``(N, T)`` per-token maps.
+        tokens: each sample's ``T`` tokens as text (``ProbeSet.tokens(i)``).
+        valid: ``(N, T)`` True where a token counts (padding left out), or None.
+
+    Example:
+        >>> import torch
+        >>> top_tokens(torch.tensor([[0.1, -0.9, 0.5, 2.0]]), [["a", "b", "c", "<pad>"]],
+        ...            torch.tensor([[True, True, True, False]]), k=2)
+        [[('b', -0.9), ('c', 0.5)]]
+    """
+    v = values.detach().double().cpu()
+    if v.dim() != 2 or len(tokens) < v.shape[0]:
+        raise ValueError(f"top_tokens needs (N, T) maps and N rows of tokens, got {tuple(v.shape)} and {len(tokens)} rows")
+    keep = torch.ones_like(v, dtype=torch.bool) if valid is None else valid.detach().cpu().bool()
+    out: List[List[Tuple[str, float]]] = []
+    for i in range(v.shape[0]):
+        idx = [int(j) for j in torch.nonzero(keep[i]).flatten()]
+        idx.sort(key=lambda j: -abs(float(v[i, j])))
+        out.append([(str(tokens[i][j]), float(v[i, j])) for j in idx[:k]])
+    return out
