@@ -185,3 +185,16 @@ def test_callable_target(tmp_path):
     tr = trainer(tmp_path, [monitor], max_epochs=1)
     tr.fit(LitClassifier(SmallCNN()), *[DataLoader(ds, batch_size=16)] * 2)
     assert np.isfinite(float(tr.callback_metrics["xai/attr/saliency/gini"]))
+
+
+def test_state_key_is_made_once_per_probe(monkeypatch):
+    """Lightning reads ``state_key`` at every hook call of every callback (several times per training step):
+    it is made once, and again only when the probe it names changes."""
+    monitor = AttributionMonitor(ProbeSet.from_dataset(image_data(16), n=4), methods=["saliency"])
+    calls = []
+    fields = type(monitor)._state_key_fields
+    monkeypatch.setattr(type(monitor), "_state_key_fields", lambda self: calls.append(1) or fields(self))
+    key = monitor.state_key
+    assert [monitor.state_key for _ in range(100)] == [key] * 100 and len(calls) == 1
+    monitor._probe_key = "another probe"
+    assert monitor.state_key != key and len(calls) == 2

@@ -153,7 +153,15 @@ class XAICallback(Callback):
     # ------------------------------------------------------------------ identity and scheduling
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(**self._state_key_fields())
+        # Lightning reads it at every hook call of every callback (the profiler's name for the call), so
+        # once per training step several times over: it is made once per probe (a ProbeSpec's probe is
+        # drawn at setup), from the fields fixed at construction
+        cached = self.__dict__.get("_state_key_cache")
+        if cached is not None and cached[0] == self._probe_key:
+            return cached[1]
+        key = self._generate_state_key(**self._state_key_fields())
+        self._state_key_cache = (self._probe_key, key)
+        return key
 
     def _state_key_fields(self) -> Dict[str, Any]:
         fields: Dict[str, Any] = {"target": target_key(self.target), "dtype": str(self.dtype).replace("torch.", "")}
