@@ -136,9 +136,9 @@ def top_tokens(
 
     Example:
         >>> import torch
-        >>> top_tokens(torch.tensor([[0.1, -0.9, 0.5, 2.0]]), [["a", "b", "c", "<pad>"]],
+        >>> top_tokens(torch.tensor([[0.25, -1.5, 0.5, 2.0]]), [["a", "b", "c", "<pad>"]],
         ...            torch.tensor([[True, True, True, False]]), k=2)
-        [[('b', -0.9), ('c', 0.5)]]
+        [[('b', -1.5), ('c', 0.5)]]
     """
     v = values.detach().double().cpu()
     if v.dim() != 2 or len(tokens) < v.shape[0]:
