@@ -447,8 +447,9 @@ class ProbeSet:
 
         Example:
             >>> import torch
-            >>> ids, mask = torch.ones(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.long)
-            >>> ProbeSet({"input_ids": ids, "attention_mask": mask}).token_key(), ProbeSet((torch.rand(2, 3), ids)).token_key()
+            >>> ids = torch.tensor([[5, 2, 0], [7, 0, 0]])
+            >>> mask = (ids != 0).long()
+            >>> ProbeSet({"input_ids": ids, "attention_mask": mask}).token_key(), ProbeSet((mask, ids)).token_key()
             ('input_ids', 1)
         """
         if not self.structured:
@@ -461,7 +462,9 @@ class ProbeSet:
             if k in ints:
                 return k
         rest = [k for k in ints if str(k) not in _MASK_NAMES]
-        return rest[0] if rest else None
+        # a tuple names nothing: an attention mask holds only 0 and 1, ids (almost always) more
+        ids = [k for k in rest if ints[k].numel() and int(ints[k].max()) > 1]
+        return (ids or rest or [None])[0]
 
     def padding(self, pad_id: int = 0) -> Optional[Tensor]:
         """``(N, T)`` True at padding positions of a text probe: where an ``attention_mask`` (or ``mask``)

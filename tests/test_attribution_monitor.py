@@ -189,12 +189,13 @@ def test_callable_target(tmp_path):
 
 def test_state_key_is_made_once_per_probe(monkeypatch):
     """Lightning reads ``state_key`` at every hook call of every callback (several times per training step):
-    it is made once, and again only when the probe it names changes."""
-    monitor = AttributionMonitor(ProbeSet.from_dataset(image_data(16), n=4), methods=["saliency"])
+    it is made once, and again once an attribute it may read is set (the probe, the target ...)."""
+    probe = ProbeSet.from_dataset(image_data(16), n=4)
+    monitor = AttributionMonitor(probe, methods=["saliency"])
     calls = []
     fields = type(monitor)._state_key_fields
     monkeypatch.setattr(type(monitor), "_state_key_fields", lambda self: calls.append(1) or fields(self))
     key = monitor.state_key
     assert [monitor.state_key for _ in range(100)] == [key] * 100 and len(calls) == 1
-    monitor._probe_key = "another probe"
-    assert monitor.state_key != key and len(calls) == 2
+    monitor.target = "true"  # set after construction: the key follows, as a monitor built so has it
+    assert monitor.state_key == AttributionMonitor(probe, methods=["saliency"], target="true").state_key != key

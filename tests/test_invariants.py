@@ -125,3 +125,42 @@ def test_validate_runs_under_inference_mode_and_logs(tmp_path):
     assert seen["inference_mode"]  # Lightning's default: the hook really ran under inference mode
     assert set(monitor.last_attributions) == {"saliency", "integrated_gradients"}
     assert "validate/xai/attr/saliency/gini" in tr.callback_metrics  # the stage's own tags
+
+
+def test_nested_explaining_prepares_nothing_twice_and_a_late_task_still_prepares(monkeypatch):
+    """``explaining`` nested in one of the same model (or a wrapper of it) only turns autograd on, and leaves
+    everything as the outer one found it; a copy of the context made inside the block but run after it closed
+    (an asyncio task started there) prepares the model itself."""
+    import contextvars
+
+    from lightning_xai.functional import _guard
+    from lightning_xai.functional._guard import explaining
+
+    saves = []
+    save = _guard._buffers
+    monkeypatch.setattr(_guard, "_buffers", lambda model: saves.append(model) or save(model))
+
+    class Wrapper(torch.nn.Module):  # as the library's wrappers (and torch.compile's) hold the model
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self._orig_mod = model
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2), torch.nn.Dropout(0.5)).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    seen = []
+
+    def late() -> None:
+        with explaining(net):
+            seen.append((net.training, net[0].weight.requires_grad))
+
+    with torch.inference_mode(), explaining(net):
+        with explaining(Wrapper(net)):  # nested, through a wrapper: nothing saved again
+            x = torch.ones(4, 3, requires_grad=True)
+            net(x).sum().backward()
+            seen.append((net.training, net[0].weight.requires_grad, x.grad is not None))
+        copied = contextvars.copy_context()
+    assert seen == [(False, False, True)] and saves == [net]
+    assert net.training and net[0].weight.requires_grad and net[0].weight.grad is None
+    copied.run(late)
+    assert seen[-1] == (False, False) and net.training and saves == [net, net]  # the late one saved its own
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())

@@ -112,3 +112,47 @@ def test_a_method_that_does_not_say_its_rows_runs_row_by_row():
     with torch.no_grad():
         out = model(image, meta, mask).gather(1, target.view(-1, 1))
     assert torch.allclose(got[1], out * torch.ones_like(meta))
+
+
+def test_callbacks_run_several_inputs_batched(tmp_path, monkeypatch):
+    """In a real Trainer (validation under inference mode) the built-in methods run batched on a probe with a
+    riding mask: never one row at a time."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lightning_xai import ProbeSet
+    from lightning_xai.callbacks import AttributionMonitor
+    from lightning_xai.functional import structured
+
+    from .fixtures import LitTwo, trainer, two_input_data
+
+    one_at_a_time = structured._row_by_row
+
+    def row_by_row(fn, model, inputs, keys, shapes, fixed, flat, *rest):  # type: ignore[no-untyped-def]
+        assert flat.shape[0] == 1, "a built-in method ran one probe row at a time"  # (the one-sample setup trial)
+        return one_at_a_time(fn, model, inputs, keys, shapes, fixed, flat, *rest)
+
+    monkeypatch.setattr(structured, "_row_by_row", row_by_row)
+    image, meta, mask, y = two_input_data(8)
+    methods = {"saliency": {}, "integrated_gradients": {"n_steps": 4}, "occlusion": {}, "kernel_shap": {"n_samples": 16}}
+    monitor = AttributionMonitor(ProbeSet((image[:4], meta[:4], mask[:4]), targets=y[:4]), methods=methods, target="true")
+    ds = TensorDataset(image, meta, mask, y)
+    trainer(tmp_path, [monitor], max_epochs=1, logger=False).fit(LitTwo(), DataLoader(ds, batch_size=4), DataLoader(ds, batch_size=4))
+    assert sorted(monitor.last_attributions) == sorted(methods)
+
+
+def test_a_method_that_calls_a_built_in_on_other_rows_runs_row_by_row():
+    """Rows a built-in declares are rows of the inputs it was given: a user's method that hands it a slice or
+    a reordering of its own inputs must not pair those rows with the probe's riding rows."""
+    class Gate(nn.Module):
+        def forward(self, x, mask):
+            return (x * mask).sum(1, keepdim=True)
+
+    def chunked(model, inputs, target=None):  # the user's own chunking
+        return torch.cat([F.saliency(model, inputs[s:s + 2], target) for s in range(0, inputs.shape[0], 2)])
+
+    def flipped(model, inputs, target=None):
+        return F.input_x_gradient(model, inputs.flip(0), target).flip(0)
+
+    x, mask = torch.ones(4, 3), torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1]])
+    assert torch.equal(F.attribute(Gate(), (x, mask), None, chunked)[0], mask.float())
+    assert torch.equal(F.attribute(Gate(), (x, mask), None, flipped)[0], mask.float())

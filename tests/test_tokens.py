@@ -203,3 +203,27 @@ def test_token_replacing_methods_equal_captum_on_the_ids(method):
             ref = captum.ShapleyValueSampling(on_floats).attribute(x, baselines=0.0, target=y, n_samples=2)
     assert ours.shape == ids.shape
     torch.testing.assert_close(ours, ref.float(), atol=1e-5, rtol=1e-4)
+
+
+def test_token_feature_mask_in_the_inputs_structure_groups_tokens():
+    """A dict probe of ids and attention mask: a feature mask given in the inputs' structure groups the ids'
+    positions (here pairs of tokens), as a mask of the ids alone does."""
+    from .test_sample_rows import Tokens
+
+    ids = torch.tensor([[3, 4, 5, 6], [1, 2, 7, 0]])
+    probe = {"ids": ids, "attention_mask": (ids != 0).long()}
+
+    class Dict(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = Tokens()
+
+        def forward(self, ids, attention_mask):  # type: ignore[no-untyped-def]
+            return self.net(ids)
+
+    pairs = torch.tensor([0, 0, 1, 1])
+    model, y = Dict(), torch.tensor([0, 2])
+    got = F.attribute(model, probe, y, "feature_ablation", feature_mask={"ids": pairs})["ids"]
+    want = F.attribute(model.net, ids, y, "feature_ablation", feature_mask=pairs)
+    torch.testing.assert_close(got, want)
+    assert torch.equal(got[:, 0], got[:, 1]) and torch.equal(got[:, 2], got[:, 3])  # one value per pair

@@ -154,14 +154,16 @@ class XAICallback(Callback):
     @property
     def state_key(self) -> str:
         # Lightning reads it at every hook call of every callback (the profiler's name for the call), so
-        # once per training step several times over: it is made once per probe (a ProbeSpec's probe is
-        # drawn at setup), from the fields fixed at construction
+        # several times per training step: it is made once, and again after any attribute of the callback
+        # is set (``__setattr__``), which the steps do not do
         cached = self.__dict__.get("_state_key_cache")
-        if cached is not None and cached[0] == self._probe_key:
-            return cached[1]
-        key = self._generate_state_key(**self._state_key_fields())
-        self._state_key_cache = (self._probe_key, key)
-        return key
+        if cached is None:
+            cached = self.__dict__["_state_key_cache"] = self._generate_state_key(**self._state_key_fields())
+        return cached
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.__dict__.pop("_state_key_cache", None)  # the key may read what changes
+        super().__setattr__(name, value)
 
     def _state_key_fields(self) -> Dict[str, Any]:
         fields: Dict[str, Any] = {"target": target_key(self.target), "dtype": str(self.dtype).replace("torch.", "")}

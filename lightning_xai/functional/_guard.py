@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
-from typing import ContextManager, Dict, FrozenSet, Iterator, List, Tuple
+from typing import ContextManager, Dict, Iterator, List, Tuple
 
 import torch
 from torch import nn
@@ -76,8 +76,10 @@ def _put_back(saved: List[Tuple[nn.Module, str, torch.Tensor, int, torch.Tensor]
                 buf.copy_(value)
 
 
-#: ids of the models whose flags an enclosing :func:`explaining` has saved and set (per thread and task)
-_EXPLAINING: ContextVar[FrozenSet[int]] = ContextVar("lightning_xai_explaining", default=frozenset())
+#: the models whose flags an enclosing :func:`explaining` has saved and set (per thread and task): their ids,
+#: each with a cell that holds True while that ``explaining`` is open (a task started inside the block and run
+#: after it has closed copies the variable, and must not take the model for prepared)
+_EXPLAINING: ContextVar[Tuple[Tuple[int, List[bool]], ...]] = ContextVar("lightning_xai_explaining", default=())
 
 
 def unwrapped(model: nn.Module) -> nn.Module:
@@ -109,11 +111,12 @@ def explaining(model: nn.Module) -> Iterator[nn.Module]:
     """
     root = id(unwrapped(model))
     active = _EXPLAINING.get()
-    if root in active:
+    if any(key == root and cell[0] for key, cell in active):
         with torch.inference_mode(False), torch.enable_grad():
             yield model
         return
-    token = _EXPLAINING.set(active | {root})
+    open_cell = [True]
+    token = _EXPLAINING.set(active + ((root, open_cell),))
     modes = [(m, m.training) for m in model.modules()]
     flags = [(p, p.requires_grad) for p in model.parameters()]
     buffers = _buffers(model)
@@ -129,6 +132,7 @@ def explaining(model: nn.Module) -> Iterator[nn.Module]:
         for p, requires_grad in flags:
             p.requires_grad_(requires_grad)
         _put_back(buffers)
+        open_cell[0] = False
         _EXPLAINING.reset(token)
 
 

@@ -8,11 +8,50 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Iterator, Union
+from typing import Any, Iterator, Optional, Tuple, Union
 
 from torch import Tensor
 
-__all__ = ["sample_rows"]
+__all__ = ["sample_rows", "handing", "entering"]
+
+#: what identifies a tensor's rows: its storage, shape, strides, dtype and device (``detach`` keeps them)
+Identity = Tuple[Any, ...]
+#: the tensor a batched structured call hands its method (None outside one)
+_HANDED: ContextVar[Optional[Identity]] = ContextVar("lightning_xai_handed", default=None)
+#: whether the method in progress was handed that tensor itself (its declarations count)
+_TRUSTED: ContextVar[bool] = ContextVar("lightning_xai_trusted", default=False)
+
+
+def _identity(t: Tensor) -> Identity:
+    return (t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype, t.device)
+
+
+@contextmanager
+def handing(flat: Tensor) -> Iterator[None]:
+    """Inside the block, a method handed ``flat`` itself (:func:`entering`) may declare its rows."""
+    token = _HANDED.set(_identity(flat))
+    try:
+        yield
+    finally:
+        _HANDED.reset(token)
+
+
+def entering(inputs: Any) -> None:
+    """A method starts on ``inputs``: its row declarations count only if they are the tensor handed. The
+    value lasts until the enclosing :func:`entered` block ends (the method table opens one per call)."""
+    handed = _HANDED.get()
+    _TRUSTED.set(handed is not None and isinstance(inputs, Tensor) and _identity(inputs) == handed)
+
+
+@contextmanager
+def entered(inputs: Any) -> Iterator[None]:
+    """:func:`entering` for the duration of the block, then as before."""
+    handed = _HANDED.get()
+    token = _TRUSTED.set(handed is not None and isinstance(inputs, Tensor) and _identity(inputs) == handed)
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
 
 #: the samples the model calls in progress evaluate: a slice or an index tensor into the method's inputs
 _ROWS: ContextVar[Union[None, slice, Tensor]] = ContextVar("lightning_xai_sample_rows", default=None)
@@ -24,6 +63,8 @@ def sample_rows(rows: Union[None, slice, Tensor]) -> Iterator[None]:
     the batch it passes is sample ``rows[j]`` (a slice or an index tensor). Models of several inputs use
     it to give each row its own riding inputs, so that the method runs batched (without it, one probe
     row at a time). The built-in methods declare every call; a user's method may, to run batched too.
+    Rows index the inputs the method was given: a method that hands a built-in other rows (a slice, a
+    reordering) runs one probe row at a time, as the built-in's rows are then not the probe's.
 
     Example:
         >>> import torch
@@ -40,7 +81,7 @@ def sample_rows(rows: Union[None, slice, Tensor]) -> Iterator[None]:
         tensor([[1., 0., 1.],
                 [0., 1., 1.]])
     """
-    token = _ROWS.set(rows)
+    token = _ROWS.set(rows if _TRUSTED.get() else None)
     try:
         yield
     finally:

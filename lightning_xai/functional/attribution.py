@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from ._guard import explaining, named_modules
 from .outputs import OutputSpec, select_model_output, with_output
-from ._rows import sample_rows
+from ._rows import entering, sample_rows
 
 __all__ = [
     "ONE_PASS_METHODS",
@@ -116,6 +116,8 @@ def _note(kind: str, rows: int) -> None:
 # helpers
 # ----------------------------------------------------------------------------------------------
 def _check_inputs(inputs: Tensor) -> None:
+    """The checks every built-in method makes of its inputs on entry (and the rows it declares are theirs)."""
+    entering(inputs)
     if not isinstance(inputs, Tensor):
         raise TypeError(f"inputs must be a torch.Tensor of shape (N, ...), got {type(inputs).__name__}")
     if inputs.dim() < 2:

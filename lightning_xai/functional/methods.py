@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from . import attribution as _attr
 from . import perturbation as _pert
 from ._guard import explaining, forked_rng
+from ._rows import entered
 from .outputs import with_output
 from .structured import attribute_at_layer, attribute_structured, is_structured
 from .tokens import attribute_tokens, has_token_inputs
@@ -203,7 +204,8 @@ class AttributionMethod:
             )
         with explaining(model), forked_rng(inputs.device):
             x = inputs.detach().clone() if inputs.is_inference() else inputs.detach()
-            result = self.fn(model, x, target, **options)
+            with entered(x):  # rows the method declares are rows of x (counted only if x is what it was handed)
+                result = self.fn(model, x, target, **options)
         if isinstance(result, tuple):
             result = result[0]
         if not isinstance(result, Tensor):

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from ._guard import explaining, forked_rng
-from ._rows import _ROWS, sample_rows
+from ._rows import _ROWS, handing, sample_rows
 
 __all__ = [
     "Inputs",
@@ -292,9 +292,16 @@ def attribute_structured(
     for group in groups:
         keys = [k for k, _ in group]
         shapes = [tuple(t.shape[1:]) for _, t in group]
-        # one input at a time keeps its own shape (occlusion's windows are the input's); together: one flat tensor
-        flat = group[0][1] if per_input else torch.cat([t.reshape(n, -1) for _, t in group], dim=1)
+        # one input at a time keeps its own shape (occlusion's windows are the input's); together: one flat tensor.
+        # Made outside inference mode, so that the method is handed this very tensor (a method copies one made
+        # in inference mode, and its row declarations would then not count)
+        with torch.inference_mode(False):
+            flat = group[0][1] if per_input else torch.cat([t.reshape(n, -1) for _, t in group], dim=1)
+            if flat.is_inference():
+                flat = flat.clone()
         opts = dict(options)
+        if per_input and is_structured(opts.get("feature_mask")):  # one input at a time: that input's own mask
+            opts["feature_mask"] = dict(input_entries(opts["feature_mask"])).get(keys[0])
         if per_input and per_input_options:
             opts.update(per_input_options.get(keys[0], {}))
         fixed = dict(riding)
@@ -308,7 +315,8 @@ def attribute_structured(
             if n > 1:  # batched, where the method says which samples each call evaluates
                 extra = {"shard": (first, total)} if takes_shard and shard is not None else {}
                 try:
-                    out = fn(_Flat(model, inputs, keys, shapes, fixed, aligned=True), flat, target, **opts, **extra)
+                    with handing(flat):
+                        out = fn(_Flat(model, inputs, keys, shapes, fixed, aligned=True), flat, target, **opts, **extra)
                 except _RowsUnknown:
                     out = None
             if out is None:
