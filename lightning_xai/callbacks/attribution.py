@@ -225,12 +225,12 @@ class AttributionMonitor(XAICallback):
     def _top_tokens_markdown(self, trainer: Any, pl_module: Any, method: str, attr: Any) -> Optional[str]:
         """For token ids: each probe sample's tokens of largest |attribution| (signed), padding left out."""
         probe = self.probe
-        if not isinstance(probe, ProbeSet) or probe.token_ids() is None:
+        ids = probe.token_ids() if isinstance(probe, ProbeSet) else None
+        if ids is None:
             return None
         key = probe.token_key()
         values = attr if key is None else dict(F.input_entries(attr)).get(key) if F.is_structured(attr) else None
-        ids = probe.token_ids()
-        if not isinstance(values, Tensor) or ids is None or tuple(values.shape) != tuple(ids.shape):
+        if not isinstance(values, Tensor) or tuple(values.shape) != tuple(ids.shape):
             return None
         n = min(self.max_images, len(probe))
         padding = self._padding()

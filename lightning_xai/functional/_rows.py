@@ -12,7 +12,7 @@ from typing import Any, Iterator, Optional, Tuple, Union
 
 from torch import Tensor
 
-__all__ = ["sample_rows", "handing", "entering"]
+__all__ = ["sample_rows", "declared_rows", "handing", "entering", "entered"]
 
 #: what identifies a tensor's rows: its storage, shape, strides, dtype and device (``detach`` keeps them)
 Identity = Tuple[Any, ...]
@@ -36,18 +36,21 @@ def handing(flat: Tensor) -> Iterator[None]:
         _HANDED.reset(token)
 
 
+def _handed_itself(inputs: Any) -> bool:
+    handed = _HANDED.get()
+    return handed is not None and isinstance(inputs, Tensor) and _identity(inputs) == handed
+
+
 def entering(inputs: Any) -> None:
     """A method starts on ``inputs``: its row declarations count only if they are the tensor handed. The
     value lasts until the enclosing :func:`entered` block ends (the method table opens one per call)."""
-    handed = _HANDED.get()
-    _TRUSTED.set(handed is not None and isinstance(inputs, Tensor) and _identity(inputs) == handed)
+    _TRUSTED.set(_handed_itself(inputs))
 
 
 @contextmanager
 def entered(inputs: Any) -> Iterator[None]:
     """:func:`entering` for the duration of the block, then as before."""
-    handed = _HANDED.get()
-    token = _TRUSTED.set(handed is not None and isinstance(inputs, Tensor) and _identity(inputs) == handed)
+    token = _TRUSTED.set(_handed_itself(inputs))
     try:
         yield
     finally:
@@ -86,3 +89,8 @@ def sample_rows(rows: Union[None, slice, Tensor]) -> Iterator[None]:
         yield
     finally:
         _ROWS.reset(token)
+
+
+def declared_rows() -> Union[None, slice, Tensor]:
+    """The samples the model calls in progress evaluate, as :func:`sample_rows` declared them (None: unknown)."""
+    return _ROWS.get()

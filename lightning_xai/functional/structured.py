@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from ._guard import explaining, forked_rng
-from ._rows import _ROWS, handing, sample_rows
+from ._rows import declared_rows, handing, sample_rows
 
 __all__ = [
     "Inputs",
@@ -157,8 +157,9 @@ class _Flat(nn.Module):
         parts = [flat] if len(self.keys) == 1 else flat.split(self.sizes, dim=1)
         for key, part, shape in zip(self.keys, parts, self.shapes):
             values[key] = part.reshape((m,) + tuple(shape))
-        rows = _ROWS.get() if self.aligned and self.riding else None
-        if self.aligned and self.riding:
+        rows = None
+        if self.aligned and self.riding:  # each row's own sample's riding rows, as the method declared them
+            rows = declared_rows()
             size = -1 if rows is None else (len(range(*rows.indices(self.n))) if isinstance(rows, slice) else rows.numel())
             if size != m:
                 raise _RowsUnknown
@@ -307,13 +308,12 @@ def attribute_structured(
         fixed = dict(riding)
         if per_input:
             fixed.update({k: t for k, t in attributed if k not in keys})
+        extra = {"shard": (first, total)} if takes_shard and shard is not None else {}
         if not fixed:
-            extra = {"shard": (first, total)} if takes_shard and shard is not None else {}
             out = fn(_Flat(model, inputs, keys, shapes, {}), flat, target, **opts, **extra)
         else:
             out = None
             if n > 1:  # batched, where the method says which samples each call evaluates
-                extra = {"shard": (first, total)} if takes_shard and shard is not None else {}
                 try:
                     with handing(flat):
                         out = fn(_Flat(model, inputs, keys, shapes, fixed, aligned=True), flat, target, **opts, **extra)
