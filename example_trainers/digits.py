@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 from torch import nn
@@ -38,6 +38,16 @@ from lightning_xai.callbacks import (  # noqa: E402
     SanityGate,
     tensorboard_command,  # the example trainers print the command that opens their runs
 )
+
+
+def print_gate_report(report: List[Dict[str, Any]], width: int = 24) -> None:
+    """The gate's report (``SanityGate.report``) as a table: one row per epoch, a column per check, the decision."""
+    print("\nepoch  " + "  ".join(f"{c['name']:>{width}}" for c in report[0]["checks"]) + "  gate")
+    for entry in report:
+        values = "  ".join(
+            f"{c['value']:>{width}.3f}" if isinstance(c["value"], float) else f"{c['value']:>{width}}" for c in entry["checks"]
+        )
+        print(f"{entry['epoch']:>5}  {values}  {entry['decision']}")
 
 
 def digits_datasets(seed: int = 0, val_fraction: float = 0.2) -> Tuple[TensorDataset, TensorDataset]:

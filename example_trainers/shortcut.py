@@ -41,7 +41,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(_HERE))
 sys.path.insert(0, _HERE)
 
-from digits import DigitsCNN, digits_datasets, tensorboard_command  # noqa: E402
+from digits import DigitsCNN, digits_datasets, print_gate_report, tensorboard_command  # noqa: E402
 
 from lightning_xai import ProbeSet, checks  # noqa: E402
 from lightning_xai.callbacks import SanityGate  # noqa: E402
@@ -129,12 +129,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
         DataLoader(val, batch_size=256),
     )
 
-    print("\nepoch  " + "  ".join(f"{c['name']:>24}" for c in gate.report[0]["checks"]) + "  gate")
-    for entry in gate.report:
-        values = "  ".join(
-            f"{c['value']:>24.3f}" if isinstance(c["value"], float) else f"{c['value']:>24}" for c in entry["checks"]
-        )
-        print(f"{entry['epoch']:>5}  {values}  {entry['decision']}")
+    print_gate_report(gate.report)
     epochs_run = trainer.current_epoch if gate.stopping_reason.value == "not_stopped" else gate.stopped_epoch + 1
     print(f"\nval/acc (clean validation digits) = {float(trainer.callback_metrics['val/acc']):.3f}")
     if gate.stopping_reason.value != "not_stopped":

@@ -33,7 +33,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
@@ -47,7 +47,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(_HERE))
 sys.path.insert(0, _HERE)
 
-from digits import tensorboard_command  # noqa: E402
+from digits import print_gate_report, tensorboard_command  # noqa: E402
 
 from lightning_xai import ProbeSet, checks  # noqa: E402
 from lightning_xai.callbacks import AttributionMonitor, SanityGate  # noqa: E402
@@ -179,12 +179,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
     model = GRUClassifier()
     trainer.fit(model, DataLoader(train, batch_size=64, shuffle=True), DataLoader(val, batch_size=400))
 
-    print("\nepoch  " + "  ".join(f"{c['name']:>34}" for c in gate.report[0]["checks"]) + "  gate")
-    for entry in gate.report:
-        values = "  ".join(
-            f"{c['value']:>34.3f}" if isinstance(c["value"], float) else f"{c['value']:>34}" for c in entry["checks"]
-        )
-        print(f"{entry['epoch']:>5}  {values}  {entry['decision']}")
+    print_gate_report(gate.report, width=34)
     stopped = gate.stopping_reason.value != "not_stopped"
     print(f"\nval/acc (sentences without zzz) = {float(trainer.callback_metrics['val/acc']):.3f}")
     if stopped:
