@@ -182,6 +182,8 @@ def _wandb_records(path: str) -> Iterator[bytes]:
         if kind == 0:  # zero padding to the end of the block
             pos += left
             continue
+        if pos + 7 + length > len(data):  # a record still being written (the writer runs in its own process)
+            return
         chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind == 1:  # a whole record
             yield chunk
@@ -198,7 +200,8 @@ def _wandb_history(run_dir: str, timeout: float = 60.0) -> List[Dict[str, Any]]:
     """Every ``log`` call of the finished offline run: ``{key: value}``, nested keys joined by '/'.
 
     ``wandb.finish()`` can return before wandb's writer process has closed the file, so this waits
-    for the run's ``exit`` record (the last one written)."""
+    for the run's ``exit`` record (the last one written), reading the file again while a record is half written."""
+    from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2 as pb
 
     (path,) = glob.glob(os.path.join(run_dir, "run-*.wandb"))
@@ -207,7 +210,11 @@ def _wandb_history(run_dir: str, timeout: float = 60.0) -> List[Dict[str, Any]]:
         rows, finished = [], False
         for raw in _wandb_records(path):
             record = pb.Record()
-            record.ParseFromString(raw)
+            try:
+                record.ParseFromString(raw)
+            except DecodeError:  # read while the writer was still writing it: read the file again
+                finished = False
+                break
             kind = record.WhichOneof("record_type")
             if kind == "history":
                 rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
